@@ -1,0 +1,57 @@
+"""jaxstage: stage learning in very large anonymous games, in JAX.
+
+Populations of millions of agents are arrays; a stage of rounds (exploration, payoffs from
+action counts, payoff observation) and the stage-end argmax update are jit-compiled.
+See ``MODEL.md`` of the project for what is simulated.
+
+Example:
+    >>> import jaxstage as js
+    >>> game = js.make_game("congestion", num_actions=3)
+    >>> learner = js.StageLearning(stage_length=20, explore_prob=0.1, update_prob=0.2)
+    >>> result = js.simulate(game, learner, num_agents=10_000, num_stages=3, seed=0)
+    >>> result.best_reply_fraction.shape
+    (4,)
+"""
+
+__version__ = "0.1.0"
+
+from jaxstage import games, metrics  # noqa: E402
+from jaxstage.best_reply import (  # noqa: E402
+    BestReplyResult,
+    best_reply_dynamics,
+    initial_counts,
+    solve_equilibrium,
+)
+from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
+from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
+from jaxstage.simulation import (  # noqa: E402
+    SimulationResult,
+    SweepResult,
+    estimate_memory_bytes,
+    simulate,
+    sweep,
+)
+
+__all__ = [
+    # games
+    "games",
+    "AnonymousGame",
+    "make_game",
+    "list_games",
+    "from_payoff_fn",
+    # learner and simulation
+    "StageLearning",
+    "INFO_MODES",
+    "simulate",
+    "sweep",
+    "SimulationResult",
+    "SweepResult",
+    "estimate_memory_bytes",
+    # best-reply dynamics
+    "best_reply_dynamics",
+    "solve_equilibrium",
+    "initial_counts",
+    "BestReplyResult",
+    # metrics
+    "metrics",
+]

@@ -1,0 +1,131 @@
+"""The stage learner of the paper (MODEL.md sections 2 and 3): configuration and schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstage._validation import check_int, check_probability, check_real
+
+__all__ = ["StageLearning", "INFO_MODES", "resolve_schedule"]
+
+INFO_MODES = ("none", "distribution", "payoffs")
+Schedule = Callable[[Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageLearning:
+    """Stage learning: explore, average payoffs over a stage, switch to the argmax.
+
+    Rounds are grouped in stages of ``stage_length`` rounds. Each round an agent plays its
+    stage action, or with probability ``explore_prob`` an action drawn uniformly from all
+    ``k``. At the stage end it averages its observed payoffs per action tried, takes the
+    best (keeping its action when that ties for the best, otherwise breaking ties
+    uniformly) and adopts it with probability ``update_prob``.
+
+    Args:
+        stage_length: rounds per stage ``tau >= 1``, or an optax-style schedule
+            ``stage -> tau`` (values are rounded to the nearest integer and must be >= 1).
+        explore_prob: exploration probability in ``[0, 1]``, or a schedule
+            ``stage -> prob`` (e.g. ``optax.exponential_decay(0.2, 10, 0.5)``).
+        update_prob: probability of adopting the candidate at a stage end, in ``[0, 1]``
+            (``< 1`` is inertia).
+        info: statistical information about the others:
+            ``"none"`` (plain stage learning), ``"distribution"`` (a published estimate of
+            the distribution of stage actions; agents best-reply to it with their payoff
+            model) or ``"payoffs"`` (published per-action average payoffs of the stage).
+        info_sample_size: ``None`` for exact information; ``m >= 1`` to compute it from
+            ``m`` agents drawn uniformly *with replacement* (so ``m`` may exceed ``n``).
+            With ``info="payoffs"`` each agent pools the sample's observations with its own,
+            weighted by observation counts (a sampled agent's own data then counts twice).
+        info_noise_std: ``info="distribution"`` only: Gaussian noise of this std added to
+            every component of the published distribution (after sampling, if any),
+            which is then clipped at 0 and renormalised (uniform if all clip to 0).
+
+    Example:
+        >>> import jaxstage as js
+        >>> js.StageLearning(stage_length=50, explore_prob=0.05, info="payoffs").info
+        'payoffs'
+    """
+
+    stage_length: int | Schedule = 50
+    explore_prob: float | Schedule = 0.05
+    update_prob: float = 1.0
+    info: str = "none"
+    info_sample_size: int | None = None
+    info_noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not callable(self.stage_length):
+            object.__setattr__(self, "stage_length",
+                               check_int(self.stage_length, "stage_length", low=1))
+        if not callable(self.explore_prob):
+            object.__setattr__(self, "explore_prob",
+                               check_probability(self.explore_prob, "explore_prob"))
+        object.__setattr__(self, "update_prob", check_probability(self.update_prob,
+                                                                  "update_prob"))
+        if self.info not in INFO_MODES:
+            raise ValueError(
+                f"unknown info mode {self.info!r}; valid modes: {', '.join(INFO_MODES)}"
+            )
+        if self.info_sample_size is not None:
+            if self.info == "none":
+                raise ValueError("info_sample_size needs info='distribution' or 'payoffs'")
+            object.__setattr__(self, "info_sample_size",
+                               check_int(self.info_sample_size, "info_sample_size", low=1))
+        noise = check_real(self.info_noise_std, "info_noise_std", low=0.0)
+        object.__setattr__(self, "info_noise_std", noise)
+        if noise > 0 and self.info != "distribution":
+            raise ValueError(
+                f"info_noise_std={noise} needs info='distribution' (got info={self.info!r})"
+            )
+
+    def stage_lengths(self, num_stages: int) -> np.ndarray:
+        """The ``(num_stages,)`` int32 stage lengths, schedules evaluated and checked."""
+        values = resolve_schedule(self.stage_length, num_stages, "stage_length")
+        lengths = np.rint(values).astype(np.int64)
+        if np.any(lengths < 1) or np.any(lengths > 2**30):
+            bad = values[(lengths < 1) | (lengths > 2**30)][0]
+            raise ValueError(f"stage_length schedule must give values in [1, 2**30], got {bad}")
+        return lengths.astype(np.int32)
+
+    def explore_probs(self, num_stages: int) -> np.ndarray:
+        """The ``(num_stages,)`` float32 exploration probabilities, checked to lie in [0, 1]."""
+        values = resolve_schedule(self.explore_prob, num_stages, "explore_prob")
+        bad = ~((values >= 0) & (values <= 1))
+        if np.any(bad):
+            raise ValueError(
+                f"explore_prob schedule must stay in [0, 1], got {values[bad][0]} at stage "
+                f"{int(np.flatnonzero(bad)[0])}"
+            )
+        return values.astype(np.float32)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-friendly description (schedules are recorded by their repr)."""
+        out = dataclasses.asdict(self)
+        for name in ("stage_length", "explore_prob"):
+            if callable(out[name]):
+                out[name] = f"schedule:{getattr(out[name], '__name__', repr(out[name]))}"
+        return out
+
+
+def resolve_schedule(value: float | Schedule, num_stages: int, name: str) -> np.ndarray:
+    """Evaluate a constant or a schedule at stages ``0 .. num_stages-1`` on the host."""
+    if not callable(value):
+        return np.full(num_stages, float(value), dtype=np.float64)
+    stages = jnp.arange(num_stages)
+    try:
+        values = np.asarray(jax.vmap(value)(stages), dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a schedule written for Python ints only
+        values = np.asarray([float(value(int(s))) for s in range(num_stages)])
+    if values.shape != (num_stages,):
+        raise ValueError(f"{name} schedule must return one number per stage, got shape "
+                         f"{values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} schedule returned non-finite values")
+    return values

@@ -1,0 +1,906 @@
+"""Stage learning on a population held as arrays: round step, stage end, run and sweep.
+
+The kernels are written to read like MODEL.md sections 2 and 3; they are the reference
+implementation (and the oracle of any faster path). Three kinds of input are kept apart:
+
+* a static :class:`RunSpec` that fixes shapes and code paths (population, actions, types,
+  information mode, sample size, number of stages): changing it recompiles;
+* traced :class:`RunParams` (game coefficients, per-stage exploration and stage lengths,
+  inertia, information noise, eps): changing them does not recompile, and sweeps ``vmap``
+  over them;
+* the random key. Randomness is keyed by (seed, stage, round): the key of round ``r`` of
+  stage ``s`` is ``fold_in(fold_in(fold_in(stages_key, s), 0), r)``, so a run's numbers
+  do not depend on how stages are chunked for progress reporting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstage._validation import check_int, check_probability, check_real
+from jaxstage.games import AnonymousGame, Params, type_counts
+from jaxstage.learner import StageLearning
+from jaxstage.metrics import (
+    CountMetrics,
+    convergence_stage,
+    count_metrics,
+    deviation_payoffs,
+    distance_to_equilibria,
+)
+
+__all__ = [
+    "RunSpec",
+    "RunParams",
+    "StageRecord",
+    "SimulationResult",
+    "SweepResult",
+    "simulate",
+    "sweep",
+    "estimate_memory_bytes",
+    "choose_candidates",
+    "play_round",
+]
+
+MAX_AGENTS = 2**31 - 1
+ACTION_DTYPE = jnp.int32
+
+
+class RunSpec(NamedTuple):
+    """Static configuration: fixes array shapes and code paths (hashable, jit-static)."""
+
+    num_agents: int
+    num_actions: int
+    type_counts: tuple[int, ...]
+    info: str
+    info_sample_size: int | None
+    info_noisy: bool
+    num_stages: int
+    chunk_stages: int
+
+    @property
+    def num_types(self) -> int:
+        return len(self.type_counts)
+
+    @property
+    def needs_own_estimates(self) -> bool:
+        # Exact published payoffs replace an agent's own averages, and the distribution
+        # mode uses the payoff model, so only these two paths need per-agent accumulators.
+        return self.info == "none" or (self.info == "payoffs" and self.info_sample_size is not None)
+
+
+class RunParams(NamedTuple):
+    """Traced parameters of one run (a sweep stacks them along a leading axis)."""
+
+    game: Params  # dict of float32 arrays, the game's coefficients
+    explore_prob: jax.Array  # (num_padded_stages,) float32
+    stage_length: jax.Array  # (num_padded_stages,) int32
+    update_prob: jax.Array  # () float32
+    info_noise_std: jax.Array  # () float32
+    eps: jax.Array  # () float32
+
+
+class RoundTotals(NamedTuple):
+    """What one stage's rounds accumulate."""
+
+    own_sums: jax.Array | None  # (n, k) float32 payoff sums per agent and action
+    own_counts: jax.Array | None  # (n, k) int32 observations per agent and action
+    action_sums: jax.Array  # (k,) float32 payoff sum over all agent-rounds per action
+    action_counts: jax.Array  # (k,) int32 agent-rounds per action
+    last_counts: jax.Array  # (k,) int32 counts of played actions in the latest round
+
+
+class StageRecord(NamedTuple):
+    """What is recorded at the end of each stage."""
+
+    metrics: CountMetrics  # of the stage actions after the update
+    played_counts: jax.Array  # (k,) int32, played actions in the stage's last round
+    switched_fraction: jax.Array  # () float32
+    realized_mean_payoff: jax.Array  # () float32, over all agent-rounds of the stage
+
+
+def play_round(
+    game: AnonymousGame,
+    game_params: Params,
+    key: jax.Array,
+    stage_actions: jax.Array,
+    agent_types: jax.Array,
+    explore_prob: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One round: exploration, counts of played actions, realised payoffs.
+
+    Returns:
+        ``(played, counts, payoffs)``: ``(n,)`` int actions played, ``(k,)`` int32 counts,
+        ``(n,)`` float32 realised payoffs drawn given those counts.
+    """
+    n = stage_actions.shape[0]
+    k = game.num_actions
+    explore_key, action_key, noise_key = jax.random.split(key, 3)
+    explore = jax.random.uniform(explore_key, (n,)) < explore_prob
+    random_actions = jax.random.randint(action_key, (n,), 0, k, dtype=stage_actions.dtype)
+    played = jnp.where(explore, random_actions, stage_actions)
+    counts = jnp.bincount(played, length=k).astype(jnp.int32)
+    expected = game.expected_payoffs(game_params, counts.astype(jnp.float32) / n)
+    payoffs = game.realized_payoffs(game_params, noise_key, expected, agent_types, played)
+    return played, counts, payoffs.astype(jnp.float32)
+
+
+def choose_candidates(key: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
+    """Argmax of each agent's estimates with the tie rule of MODEL.md section 2.
+
+    Args:
+        key: PRNG key for tie-breaking.
+        estimates: ``(n, k)`` payoff estimates, ``-inf`` for actions without an estimate.
+        current: ``(n,)`` current stage actions.
+
+    Returns:
+        ``(n,)`` candidates: the current action if it ties for the best, otherwise one of
+        the best actions drawn uniformly (the argmax of i.i.d. uniforms over the ties).
+    """
+    best = jnp.max(estimates, axis=1, keepdims=True)
+    tied = estimates == best
+    keep = jnp.take_along_axis(tied, current[:, None].astype(jnp.int32), axis=1)[:, 0]
+    scores = jnp.where(tied, jax.random.uniform(key, estimates.shape), -1.0)
+    drawn = jnp.argmax(scores, axis=1).astype(current.dtype)
+    return jnp.where(keep, current, drawn)
+
+
+def _counts_by_type(spec: RunSpec, actions: jax.Array, types: jax.Array | None) -> jax.Array:
+    k = spec.num_actions
+    if types is None:
+        return jnp.bincount(actions, length=k).astype(jnp.int32)[None, :]
+    flat = types * k + actions.astype(jnp.int32)
+    return jnp.bincount(flat, length=spec.num_types * k).astype(jnp.int32).reshape(-1, k)
+
+
+def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, stage):
+    n, k = spec.num_agents, spec.num_actions
+    own = spec.needs_own_estimates
+    explore_prob = params.explore_prob[stage]
+    action_index = jnp.arange(k, dtype=actions.dtype)
+
+    def one_round(r, totals: RoundTotals) -> RoundTotals:
+        key = jax.random.fold_in(rounds_key, r)
+        played, counts, payoffs = play_round(
+            game, params.game, key, actions, agent_types, explore_prob
+        )
+        own_sums, own_counts = totals.own_sums, totals.own_counts
+        if own:
+            onehot = played[:, None] == action_index[None, :]
+            own_sums = own_sums + jnp.where(onehot, payoffs[:, None], 0.0)
+            own_counts = own_counts + onehot.astype(jnp.int32)
+        return RoundTotals(
+            own_sums=own_sums,
+            own_counts=own_counts,
+            action_sums=totals.action_sums + jnp.bincount(played, payoffs, length=k),
+            action_counts=totals.action_counts + counts,
+            last_counts=counts,
+        )
+
+    start = RoundTotals(
+        own_sums=jnp.zeros((n, k), jnp.float32) if own else None,
+        own_counts=jnp.zeros((n, k), jnp.int32) if own else None,
+        action_sums=jnp.zeros(k, jnp.float32),
+        action_counts=jnp.zeros(k, jnp.int32),
+        last_counts=jnp.zeros(k, jnp.int32),
+    )
+    return jax.lax.fori_loop(0, params.stage_length[stage], one_round, start)
+
+
+def _mean_or_unavailable(sums: jax.Array, counts: jax.Array) -> jax.Array:
+    return jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
+
+
+def _published_distribution(spec, params, key, actions):
+    """Counts ``n * d_hat`` the system publishes (exact ints when exact)."""
+    n, k = spec.num_agents, spec.num_actions
+    sample_key, noise_key = jax.random.split(key)
+    if spec.info_sample_size is None and not spec.info_noisy:
+        return jnp.bincount(actions, length=k).astype(jnp.int32)
+    if spec.info_sample_size is None:
+        d_hat = jnp.bincount(actions, length=k).astype(jnp.float32) / n
+    else:
+        sampled = jax.random.randint(sample_key, (spec.info_sample_size,), 0, n)
+        d_hat = jnp.bincount(actions[sampled], length=k).astype(jnp.float32)
+        d_hat = d_hat / spec.info_sample_size
+    if spec.info_noisy:
+        d_hat = d_hat + params.info_noise_std * jax.random.normal(noise_key, (k,))
+        d_hat = jnp.maximum(d_hat, 0.0)
+        total = jnp.sum(d_hat)
+        d_hat = jnp.where(total > 0, d_hat / jnp.where(total > 0, total, 1.0), 1.0 / k)
+    return d_hat * n
+
+
+def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: RoundTotals):
+    """``(n, k)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3)."""
+    n, k = spec.num_agents, spec.num_actions
+    if spec.info == "none":
+        return _mean_or_unavailable(totals.own_sums, totals.own_counts)
+    if spec.info == "payoffs":
+        if spec.info_sample_size is None:
+            published = _mean_or_unavailable(totals.action_sums, totals.action_counts)
+            return jnp.broadcast_to(published, (n, k))
+        sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
+        pooled_sums = totals.own_sums + jnp.sum(totals.own_sums[sampled], axis=0)
+        pooled_counts = totals.own_counts + jnp.sum(totals.own_counts[sampled], axis=0)
+        return _mean_or_unavailable(pooled_sums, pooled_counts)
+    # info == "distribution": best reply to the published counts with the payoff model.
+    published = _published_distribution(spec, params, key, actions)
+    dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
+    return dev[agent_types, actions.astype(jnp.int32)]
+
+
+def run_stage(
+    game: AnonymousGame,
+    spec: RunSpec,
+    params: RunParams,
+    actions: jax.Array,
+    types: jax.Array | None,
+    stages_key: jax.Array,
+    stage: jax.Array,
+) -> tuple[jax.Array, StageRecord]:
+    """One stage: ``stage_length[stage]`` rounds, then the stage-end update and metrics."""
+    stage_key = jax.random.fold_in(stages_key, stage)
+    rounds_key, end_key = jax.random.fold_in(stage_key, 0), jax.random.fold_in(stage_key, 1)
+    agent_types = jnp.int32(0) if types is None else types
+    totals = _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, stage)
+
+    info_key, tie_key, update_key = jax.random.split(end_key, 3)
+    estimates = _stage_end_estimates(game, spec, params, info_key, actions, agent_types, totals)
+    candidates = choose_candidates(tie_key, estimates, actions)
+    adopt = jax.random.uniform(update_key, actions.shape) < params.update_prob
+    new_actions = jnp.where(adopt, candidates, actions)
+
+    metrics = count_metrics(game, params.game, _counts_by_type(spec, new_actions, types),
+                            params.eps)
+    record = StageRecord(
+        metrics=metrics,
+        played_counts=totals.last_counts,
+        switched_fraction=jnp.mean((new_actions != actions).astype(jnp.float32)),
+        realized_mean_payoff=jnp.sum(totals.action_sums)
+        / jnp.maximum(jnp.sum(totals.action_counts), 1).astype(jnp.float32),
+    )
+    return new_actions, record
+
+
+def _run_chunk(game, spec, params, actions, types, stages_key, first_stage):
+    """``spec.chunk_stages`` stages in a ``lax.scan``; stages past the end are skipped."""
+
+    def one_stage(current, offset):
+        stage = first_stage + offset
+
+        def active(a):
+            return run_stage(game, spec, params, a, types, stages_key, stage)
+
+        def idle(a):
+            shapes = jax.eval_shape(active, a)[1]
+            return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        return jax.lax.cond(stage < spec.num_stages, active, idle, current)
+
+    return jax.lax.scan(one_stage, actions, jnp.arange(spec.chunk_stages))
+
+
+def _initial_actions(spec: RunSpec, kind: str, payload: jax.Array, key: jax.Array):
+    n, k = spec.num_agents, spec.num_actions
+    if kind == "uniform":
+        return jax.random.randint(key, (n,), 0, k, dtype=ACTION_DTYPE)
+    if kind == "action":
+        return jnp.full((n,), payload, dtype=ACTION_DTYPE)
+    if kind == "distribution":
+        logits = jnp.where(payload > 0, jnp.log(jnp.maximum(payload, 1e-30)), -jnp.inf)
+        return jax.random.categorical(key, logits, shape=(n,)).astype(ACTION_DTYPE)
+    return payload.astype(ACTION_DTYPE)
+
+
+def _initial_state(game, spec, params, kind, payload, types, seed_key):
+    init_key, stages_key = jax.random.split(seed_key)
+    actions = _initial_actions(spec, kind, payload, init_key)
+    metrics = count_metrics(game, params.game, _counts_by_type(spec, actions, types), params.eps)
+    return actions, stages_key, metrics
+
+
+_jit_initial = jax.jit(_initial_state, static_argnums=(0, 1, 3))
+_jit_chunk = jax.jit(_run_chunk, static_argnums=(0, 1))
+_jit_initial_batched = jax.jit(
+    jax.vmap(_initial_state, in_axes=(None, None, 0, None, None, None, 0)),
+    static_argnums=(0, 1, 3),
+)
+_jit_chunk_batched = jax.jit(
+    jax.vmap(_run_chunk, in_axes=(None, None, 0, 0, None, 0, None)),
+    static_argnums=(0, 1),
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class SimulationResult:
+    """Per-stage trajectory of one run; index 0 of state arrays is the initial state.
+
+    Attributes:
+        distribution: ``(S+1, k)`` distribution of stage actions at the start and after
+            each of the ``S`` stages.
+        distribution_by_type: ``(S+1, T, k)`` the same within each type.
+        best_reply_fraction: ``(S+1,)`` share of agents at an eps-best reply.
+        best_reply_fraction_by_type: ``(S+1, T)``.
+        nash_gap: ``(S+1,)`` eps-Nash gap (largest gain of a deviation of any agent).
+        expected_payoffs: ``(S+1, T, k)`` ``u(theta, a, d)`` at the stage actions.
+        welfare: ``(S+1,)`` mean expected payoff of the agents.
+        distance_to_equilibrium: ``(S+1,)`` L1 distance to the nearest reference
+            equilibrium, or ``None`` when the game has none and none was given.
+        played_distribution: ``(S, k)`` distribution of played actions in each stage's
+            last round (explorations included).
+        switched_fraction: ``(S,)`` share of agents whose stage action changed.
+        realized_mean_payoff: ``(S,)`` mean realised payoff over the stage's agent-rounds.
+        explore_prob: ``(S,)`` and stage_length: ``(S,)`` as scheduled.
+        rounds: ``(S+1,)`` rounds played before each recorded state.
+        in_equilibrium: ``(S+1,)`` whether at least ``1 - delta`` play an eps-best reply.
+        convergence_stage: first index from which the run stays in (eps, delta)
+            equilibrium (for ``hold_stages`` states, when given), or ``None``.
+        convergence_round: ``rounds[convergence_stage]`` or ``None`` (not converged).
+        config: the full configuration of the run (game, learner, population, seed...).
+        final_actions: ``(n,)`` final stage actions if requested, else ``None``.
+    """
+
+    distribution: np.ndarray
+    distribution_by_type: np.ndarray
+    best_reply_fraction: np.ndarray
+    best_reply_fraction_by_type: np.ndarray
+    nash_gap: np.ndarray
+    expected_payoffs: np.ndarray
+    welfare: np.ndarray
+    distance_to_equilibrium: np.ndarray | None
+    played_distribution: np.ndarray
+    switched_fraction: np.ndarray
+    realized_mean_payoff: np.ndarray
+    explore_prob: np.ndarray
+    stage_length: np.ndarray
+    rounds: np.ndarray
+    in_equilibrium: np.ndarray
+    convergence_stage: int | None
+    convergence_round: int | None
+    config: dict[str, Any]
+    final_actions: np.ndarray | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.convergence_round is not None
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_length)
+
+    def summary(self) -> str:
+        """A few readable lines: convergence, final distribution, gap."""
+        cfg = self.config
+        final = np.array2string(self.distribution[-1], precision=4, separator=", ")
+        lines = [
+            f"game {cfg['game']['name']}, {cfg['num_agents']:,} agents, "
+            f"info={cfg['learner']['info']}, {self.num_stages} stages ({int(self.rounds[-1]):,} rounds), seed {cfg['seed']}",
+            (
+                f"converged at round {self.convergence_round:,} (stage {self.convergence_stage})"
+                if self.converged
+                else f"not converged within {int(self.rounds[-1]):,} rounds"
+            )
+            + f" for eps={cfg['eps']}, delta={cfg['delta']}",
+            f"final distribution {final}",
+            f"final share at eps-best reply {self.best_reply_fraction[-1]:.4f}, "
+            f"eps-Nash gap {self.nash_gap[-1]:.4g}",
+        ]
+        if self.distance_to_equilibrium is not None:
+            lines.append(f"L1 distance to the nearest reference equilibrium "
+                         f"{self.distance_to_equilibrium[-1]:.4g}")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """A batch of runs made in one compiled call; ``runs[i]`` is row ``i``."""
+
+    runs: list[SimulationResult]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index: int) -> SimulationResult:
+        return self.runs[index]
+
+    @property
+    def convergence_rounds(self) -> list[int | None]:
+        return [run.convergence_round for run in self.runs]
+
+    def stack(self, field: str) -> np.ndarray:
+        """Stack one array field over the runs: ``(batch, ...)``."""
+        return np.stack([getattr(run, field) for run in self.runs])
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def estimate_memory_bytes(num_agents: int, num_actions: int, learner: StageLearning,
+                          batch: int = 1) -> int:
+    """Upper estimate of the device memory a run of this kernel needs.
+
+    Counts the stage actions and their copies, the per-round temporaries (random bits,
+    played actions, payoffs) and, when the information mode needs them, the per-agent
+    ``(n, k)`` accumulators and the stage-end ``(n, k)`` estimates and tie scores.
+    """
+    per_agent = 64 + 16 * num_actions
+    own = learner.info == "none" or (
+        learner.info == "payoffs" and learner.info_sample_size is not None
+    )
+    if own:
+        per_agent += 24 * num_actions
+    return int(batch * num_agents * per_agent + 64 * 2**20)
+
+
+def available_memory_bytes() -> int:
+    """Memory the default device can still use (GPU: its limit; CPU: MemAvailable)."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def _check_memory(num_agents, num_actions, learner, batch, limit):
+    needed = estimate_memory_bytes(num_agents, num_actions, learner, batch)
+    available = available_memory_bytes() if limit is None else int(limit)
+    if needed > available:
+        raise ValueError(
+            f"num_agents={num_agents:,} (batch {batch}) needs about {needed / 2**30:.2f} GiB "
+            f"with {num_actions} actions and info={learner.info!r}, but only "
+            f"{available / 2**30:.2f} GiB is available; use fewer agents or a smaller batch"
+        )
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _parse_initial(initial: Any, num_agents: int, num_actions: int) -> tuple[str, np.ndarray]:
+    if isinstance(initial, str):
+        if initial != "uniform":
+            raise ValueError(
+                f"initial must be 'uniform', an action index, a probability vector of "
+                f"{num_actions} entries or an integer array of {num_agents} actions; "
+                f"got {initial!r}"
+            )
+        return "uniform", np.zeros((), np.int32)
+    if isinstance(initial, (int, np.integer)) and not isinstance(initial, bool):
+        action = check_int(initial, "initial action", low=0, high=num_actions - 1)
+        return "action", np.asarray(action, np.int32)
+    array = np.asarray(initial)
+    if array.ndim == 1 and np.issubdtype(array.dtype, np.integer) and array.size == num_agents:
+        if array.min() < 0 or array.max() >= num_actions:
+            raise ValueError(
+                f"initial actions must lie in [0, {num_actions - 1}], got values in "
+                f"[{array.min()}, {array.max()}]"
+            )
+        return "actions", array.astype(np.int32)
+    if array.ndim == 1 and array.size == num_actions and np.issubdtype(array.dtype, np.floating):
+        probs = array.astype(np.float64)
+        if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1) > 1e-6:
+            raise ValueError(f"initial distribution must be non-negative and sum to 1, got "
+                             f"{probs.tolist()}")
+        return "distribution", (probs / probs.sum()).astype(np.float32)
+    raise ValueError(
+        f"initial must be 'uniform', an action index in [0, {num_actions - 1}], a float "
+        f"probability vector of {num_actions} entries or an integer array of {num_agents} "
+        f"actions; got an array of shape {array.shape} and dtype {array.dtype}"
+    )
+
+
+def _check_game_params(game: AnonymousGame, overrides: dict | None) -> Params:
+    defaults = game.default_params()
+    if overrides is None:
+        return defaults
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for game {game.name!r}; "
+                         f"valid: {sorted(defaults)}")
+    merged = dict(defaults)
+    for name, value in overrides.items():
+        array = np.asarray(value, dtype=np.float32)
+        if array.shape != defaults[name].shape:
+            raise ValueError(f"game parameter {name!r} must have shape "
+                             f"{defaults[name].shape}, got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"game parameter {name!r} must be finite, got {array.tolist()}")
+        if name == "noise_std" and np.any(array < 0):
+            raise ValueError(f"noise_std must be >= 0, got {array.tolist()}")
+        merged[name] = jnp.asarray(array)
+    return merged
+
+
+def _chunk_stages(num_stages: int) -> int:
+    # About 20 progress updates per run; chunks keep one compiled program per run length.
+    return max(1, math.ceil(num_stages / 20))
+
+
+def _padded(values: np.ndarray, length: int) -> np.ndarray:
+    return np.concatenate([values, np.repeat(values[-1:], length - len(values))])
+
+
+def _validate_common(game, learner, num_agents, num_stages, eps, delta, hold_stages):
+    if not isinstance(game, AnonymousGame):
+        raise TypeError(f"game must be an AnonymousGame (see jaxstage.make_game), got "
+                        f"{type(game).__name__}")
+    if not isinstance(learner, StageLearning):
+        raise TypeError(f"learner must be a jaxstage.StageLearning, got {type(learner).__name__}")
+    num_agents = check_int(num_agents, "num_agents", low=1, high=MAX_AGENTS)
+    num_stages = check_int(num_stages, "num_stages", low=1)
+    eps = check_real(eps, "eps", low=0.0)
+    delta = check_probability(delta, "delta")
+    if hold_stages is not None:
+        hold_stages = check_int(hold_stages, "hold_stages", low=1, high=num_stages + 1)
+    return num_agents, num_stages, eps, delta, hold_stages
+
+
+def _spec(game, learner, num_agents, num_stages) -> RunSpec:
+    return RunSpec(
+        num_agents=num_agents,
+        num_actions=game.num_actions,
+        type_counts=tuple(int(c) for c in type_counts(game.type_shares, num_agents)),
+        info=learner.info,
+        info_sample_size=learner.info_sample_size,
+        info_noisy=learner.info_noise_std > 0,
+        num_stages=num_stages,
+        chunk_stages=_chunk_stages(num_stages),
+    )
+
+
+def _types_array(spec: RunSpec) -> jax.Array | None:
+    if spec.num_types == 1:
+        return None
+    return jnp.asarray(np.repeat(np.arange(spec.num_types, dtype=np.int32), spec.type_counts))
+
+
+def _run_params(game_params, learner, num_stages, padded, eps, explore=None, update=None,
+                length=None, info_noise=None) -> RunParams:
+    explore_probs = learner.explore_probs(num_stages) if explore is None else explore
+    lengths = learner.stage_lengths(num_stages) if length is None else length
+    return RunParams(
+        game=game_params,
+        explore_prob=jnp.asarray(_padded(np.asarray(explore_probs, np.float32), padded)),
+        stage_length=jnp.asarray(_padded(np.asarray(lengths, np.int32), padded)),
+        update_prob=jnp.asarray(learner.update_prob if update is None else update, jnp.float32),
+        info_noise_std=jnp.asarray(
+            learner.info_noise_std if info_noise is None else info_noise, jnp.float32
+        ),
+        eps=jnp.asarray(eps, jnp.float32),
+    )
+
+
+def _progress_bar(total: int, enabled: bool, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="stage", disable=not enabled, desc=description, leave=False)
+
+
+def _drive(spec, initial_fn, chunk_fn, progress, description):
+    """Run all chunks; returns host arrays with a leading batch axis."""
+    actions, stages_key, initial_metrics = initial_fn()
+    records = []
+    with _progress_bar(spec.num_stages, progress, description) as bar:
+        for first in range(0, spec.num_stages, spec.chunk_stages):
+            actions, record = chunk_fn(actions, stages_key, first)
+            records.append(jax.device_get(record))
+            done = min(spec.chunk_stages, spec.num_stages - first)
+            bar.update(done)
+            share = np.asarray(records[-1].metrics.best_reply_fraction)[..., done - 1]
+            bar.set_postfix(best_reply=f"{float(np.mean(share)):.3f}")
+    return actions, jax.device_get(initial_metrics), records
+
+
+def _assemble(
+    spec, batch_index, initial_metrics, records, lengths, explore, config, equilibria,
+    delta, hold_stages, final_actions, batched,
+) -> SimulationResult:
+    """Build one run's result from (possibly batched) host arrays."""
+
+    def row(array):
+        array = np.asarray(array)
+        return array[batch_index] if batched else array
+
+    def per_stage(get):
+        # records are chunks of (batch?, chunk, ...): select the row, concat, trim padding.
+        parts = [row(get(r)) for r in records]
+        return np.concatenate(parts, axis=0)[: spec.num_stages]
+
+    def state_series(get):
+        initial = row(get(initial_metrics))[None]
+        return np.concatenate([initial, per_stage(lambda r: get(r.metrics))])
+
+    counts = state_series(lambda m: m.counts_by_type).astype(np.int64)  # (S+1, T, k)
+    type_sizes = np.asarray(spec.type_counts, np.float64)
+    distribution = counts.sum(axis=1) / spec.num_agents
+    share = state_series(lambda m: m.best_reply_fraction).astype(np.float64)
+    in_equilibrium = share >= 1.0 - delta
+    stage = convergence_stage(in_equilibrium, hold_stages)
+    rounds = np.concatenate([[0], np.cumsum(lengths.astype(np.int64))])
+    played = per_stage(lambda r: r.played_counts).astype(np.float64) / spec.num_agents
+    return SimulationResult(
+        distribution=distribution,
+        distribution_by_type=counts / type_sizes[None, :, None],
+        best_reply_fraction=share,
+        best_reply_fraction_by_type=state_series(lambda m: m.best_reply_fraction_by_type),
+        nash_gap=state_series(lambda m: m.nash_gap),
+        expected_payoffs=state_series(lambda m: m.expected_payoffs),
+        welfare=state_series(lambda m: m.welfare),
+        distance_to_equilibrium=distance_to_equilibria(distribution, equilibria),
+        played_distribution=played,
+        switched_fraction=per_stage(lambda r: r.switched_fraction),
+        realized_mean_payoff=per_stage(lambda r: r.realized_mean_payoff),
+        explore_prob=np.asarray(explore, np.float64),
+        stage_length=np.asarray(lengths, np.int64),
+        rounds=rounds,
+        in_equilibrium=in_equilibrium,
+        convergence_stage=stage,
+        convergence_round=None if stage is None else int(rounds[stage]),
+        config=config,
+        final_actions=None if final_actions is None else row(final_actions),
+    )
+
+
+def _versions() -> dict[str, str]:
+    import optax
+
+    from jaxstage import __version__
+
+    return {
+        "jaxstage": __version__,
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+        "numpy": np.__version__,
+        "optax": optax.__version__,
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+    }
+
+
+def _config(game, learner, num_agents, num_stages, seed, eps, delta, hold_stages, initial,
+            game_params, reference):
+    initial_text = initial if isinstance(initial, (str, int)) else np.asarray(initial).tolist()
+    if isinstance(initial_text, list) and len(initial_text) > 64:
+        initial_text = f"array of {len(initial_text)} actions"
+    return {
+        "game": game.config(),
+        "game_params": {k: np.asarray(v).tolist() for k, v in game_params.items()},
+        "learner": learner.config(),
+        "num_agents": num_agents,
+        "num_stages": num_stages,
+        "seed": seed,
+        "eps": eps,
+        "delta": delta,
+        "hold_stages": hold_stages,
+        "initial": initial_text,
+        "reference_equilibria": [np.asarray(e).tolist() for e in reference],
+        "versions": _versions(),
+    }
+
+
+def _references(game, game_params_overridden: bool, reference):
+    if reference is not None:
+        refs = np.atleast_2d(np.asarray(reference, dtype=np.float64))
+        if refs.shape[1] != game.num_actions:
+            raise ValueError(f"reference must have {game.num_actions} entries per equilibrium, "
+                             f"got shape {refs.shape}")
+        return list(refs)
+    # The analytic equilibria describe the game's constructor parameters; with swept
+    # parameters they would be wrong, so none is used then.
+    return [] if game_params_overridden else game.equilibria()
+
+
+def simulate(
+    game: AnonymousGame,
+    learner: StageLearning,
+    num_agents: int,
+    num_stages: int,
+    seed: int = 0,
+    *,
+    eps: float = 0.05,
+    delta: float = 0.05,
+    hold_stages: int | None = None,
+    initial: Any = "uniform",
+    game_params: dict[str, Any] | None = None,
+    reference: Any = None,
+    return_actions: bool = False,
+    progress: bool = False,
+    memory_limit_bytes: int | None = None,
+) -> SimulationResult:
+    """Run stage learning on ``num_agents`` agents for ``num_stages`` stages.
+
+    Args:
+        game: an anonymous game (``jaxstage.make_game`` or ``games.from_payoff_fn``).
+        learner: the :class:`~jaxstage.StageLearning` configuration.
+        num_agents: population size, in ``[1, 2**31 - 1]``.
+        num_stages: number of stages ``S >= 1``.
+        seed: integer seed; the same seed gives the same numbers.
+        eps: the eps of eps-best replies, ``>= 0``.
+        delta: share of agents allowed off an eps-best reply, in ``[0, 1]``.
+        hold_stages: ``None`` to require the (eps, delta)-equilibrium to hold until the
+            end of the run, or the number of consecutive recorded states it must hold.
+        initial: ``"uniform"`` (each agent i.i.d. uniform), an action index (everyone on
+            it), a float probability vector of ``k`` entries (each agent i.i.d. from it) or
+            an integer array of ``num_agents`` actions.
+        game_params: overrides of the game's numeric parameters (``game.default_params()``).
+        reference: reference equilibrium distribution(s) for the L1 distance; default:
+            the game's own (none when ``game_params`` overrides them).
+        return_actions: keep the final ``(n,)`` stage actions in the result.
+        progress: show a progress bar.
+        memory_limit_bytes: refuse runs estimated to need more (default: available memory).
+
+    Returns:
+        A :class:`SimulationResult`.
+
+    Example:
+        >>> import jaxstage as js
+        >>> game = js.make_game("congestion", num_actions=3)
+        >>> learner = js.StageLearning(stage_length=20, explore_prob=0.1, update_prob=0.2)
+        >>> result = js.simulate(game, learner, num_agents=10_000, num_stages=5, seed=0)
+        >>> result.distribution.shape
+        (6, 3)
+    """
+    num_agents, num_stages, eps, delta, hold_stages = _validate_common(
+        game, learner, num_agents, num_stages, eps, delta, hold_stages
+    )
+    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
+    kind, payload = _parse_initial(initial, num_agents, game.num_actions)
+    params_game = _check_game_params(game, game_params)
+    references = _references(game, game_params is not None, reference)
+    _check_memory(num_agents, game.num_actions, learner, 1, memory_limit_bytes)
+
+    spec = _spec(game, learner, num_agents, num_stages)
+    padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
+    params = _run_params(params_game, learner, num_stages, padded, eps)
+    types = _types_array(spec)
+    payload = jnp.asarray(payload)
+
+    def initial_fn():
+        return _jit_initial(game, spec, params, kind, payload, types, jax.random.key(seed))
+
+    def chunk_fn(actions, stages_key, first):
+        return _jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
+
+    actions, initial_metrics, records = _drive(spec, initial_fn, chunk_fn, progress,
+                                               f"{game.name} info={learner.info}")
+    config = _config(game, learner, num_agents, num_stages, seed, eps, delta, hold_stages,
+                     initial, params_game, references)
+    return _assemble(
+        spec, None, initial_metrics, records, learner.stage_lengths(num_stages),
+        learner.explore_probs(num_stages), config, references, delta, hold_stages,
+        np.asarray(actions) if return_actions else None, batched=False,
+    )
+
+
+def _batched(name: str, values: Sequence[Any] | None, batch: int) -> list[Any] | None:
+    if values is None:
+        return None
+    values = list(values)
+    if len(values) == 1:
+        return values * batch
+    if len(values) != batch:
+        raise ValueError(f"{name} has {len(values)} entries but the sweep has {batch} rows; "
+                         f"give {batch} entries or 1")
+    return values
+
+
+def sweep(
+    game: AnonymousGame,
+    learner: StageLearning,
+    num_agents: int,
+    num_stages: int,
+    seeds: int | Sequence[int] = 0,
+    *,
+    game_params: Sequence[dict[str, Any]] | None = None,
+    explore_prob: Sequence[float] | None = None,
+    update_prob: Sequence[float] | None = None,
+    stage_length: Sequence[int] | None = None,
+    info_noise_std: Sequence[float] | None = None,
+    eps: float = 0.05,
+    delta: float = 0.05,
+    hold_stages: int | None = None,
+    initial: Any = "uniform",
+    reference: Any = None,
+    progress: bool = False,
+    memory_limit_bytes: int | None = None,
+) -> SweepResult:
+    """Run a batch of runs in one compiled, ``vmap``-ed call.
+
+    The batch size ``B`` is the longest of ``seeds`` and the per-row parameter lists; each
+    list has ``B`` entries or one (broadcast). Row ``i`` equals
+    ``simulate(..., seed=seeds[i])`` with the parameters of row ``i``; the learner gives the
+    defaults for what is not swept (a constant ``explore_prob`` / ``stage_length`` row
+    replaces the learner's schedule for that row).
+
+    Args:
+        game, learner, num_agents, num_stages, eps, delta, hold_stages, initial,
+        reference, progress, memory_limit_bytes: as in :func:`simulate`.
+        seeds: one seed per row (or one for all rows).
+        game_params: per-row overrides of the game's numeric parameters.
+        explore_prob, update_prob, stage_length, info_noise_std: per-row learner values.
+
+    Returns:
+        A :class:`SweepResult`; ``result[i]`` is a :class:`SimulationResult`.
+    """
+    num_agents, num_stages, eps, delta, hold_stages = _validate_common(
+        game, learner, num_agents, num_stages, eps, delta, hold_stages
+    )
+    seed_list = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    lists = {"game_params": game_params, "explore_prob": explore_prob,
+             "update_prob": update_prob, "stage_length": stage_length,
+             "info_noise_std": info_noise_std}
+    batch = max([len(seed_list)] + [len(v) for v in lists.values() if v is not None])
+    if batch < 1:
+        raise ValueError("a sweep needs at least one row")
+    seed_list = _batched("seeds", seed_list, batch)
+    seed_list = [check_int(s, "seed", low=0, high=2**32 - 1) for s in seed_list]
+    rows = {name: _batched(name, values, batch) for name, values in lists.items()}
+    kind, payload = _parse_initial(initial, num_agents, game.num_actions)
+    _check_memory(num_agents, game.num_actions, learner, batch, memory_limit_bytes)
+
+    # Per-row learners: validated like any StageLearning, so bad rows fail before tracing.
+    learners = []
+    for i in range(batch):
+        changes = {}
+        for name in ("explore_prob", "update_prob", "stage_length", "info_noise_std"):
+            if rows[name] is not None:
+                changes[name] = rows[name][i]
+        if changes.get("info_noise_std", 0) and not learner.info_noise_std:
+            raise ValueError("sweeping info_noise_std needs a learner with info_noise_std > 0 "
+                             "(it selects the noisy code path)")
+        learners.append(dataclasses.replace(learner, **changes))
+    game_rows = [
+        _check_game_params(game, None if rows["game_params"] is None else rows["game_params"][i])
+        for i in range(batch)
+    ]
+    references = _references(game, game_params is not None, reference)
+
+    spec = _spec(game, learner, num_agents, num_stages)
+    padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
+    row_params = [
+        _run_params(game_rows[i], learners[i], num_stages, padded, eps) for i in range(batch)
+    ]
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *row_params)
+    types = _types_array(spec)
+    payload = jnp.asarray(payload)
+    keys = jnp.stack([jax.random.key(s) for s in seed_list])
+
+    def initial_fn():
+        return _jit_initial_batched(game, spec, params, kind, payload, types, keys)
+
+    def chunk_fn(actions, stages_key, first):
+        return _jit_chunk_batched(game, spec, params, actions, types, stages_key,
+                                  jnp.int32(first))
+
+    _, initial_metrics, records = _drive(spec, initial_fn, chunk_fn, progress,
+                                         f"sweep of {batch} runs")
+    runs = []
+    for i in range(batch):
+        config = _config(game, learners[i], num_agents, num_stages, seed_list[i], eps, delta,
+                         hold_stages, initial, game_rows[i], references)
+        runs.append(_assemble(
+            spec, i, initial_metrics, records, learners[i].stage_lengths(num_stages),
+            learners[i].explore_probs(num_stages), config, references, delta, hold_stages,
+            None, batched=True,
+        ))
+    return SweepResult(runs)

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def check_int(value: object, name: str, *, low: int | None = None,
-              high: int | None = None) -> int:
+def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """An integer in ``[low, high]``; bools and non-integral floats are rejected."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
@@ -60,15 +59,15 @@ def check_finite_array(array: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be finite, got {np.asarray(array).tolist()}")
 
 
-def check_probability_vector(values: Sequence[float], name: str,
-                             size: int | None = None) -> tuple[float, ...]:
+def check_probability_vector(
+    values: Sequence[float], name: str, size: int | None = None
+) -> tuple[float, ...]:
     """Non-negative entries summing to 1 (within 1e-6), returned renormalised exactly."""
     array = np.asarray(values, dtype=np.float64).reshape(-1)
     if size is not None and array.shape != (size,):
         raise ValueError(f"{name} must have {size} entries, got {array.size}")
     if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array < 0):
-        raise ValueError(f"{name} must be finite, non-negative and non-empty, got "
-                         f"{array.tolist()}")
+        raise ValueError(f"{name} must be finite, non-negative and non-empty, got {array.tolist()}")
     if abs(array.sum() - 1.0) > 1e-6:
         raise ValueError(f"{name} must sum to 1, got {array.tolist()} (sum {array.sum():.6g})")
     return tuple(float(x) for x in array / array.sum())

@@ -71,8 +71,9 @@ def initial_counts(game: AnonymousGame, num_agents: int, initial: Any = "uniform
     sizes = type_counts(game.type_shares, num_agents)
     if isinstance(initial, str):
         if initial != "uniform":
-            raise ValueError(f"initial must be 'uniform', an action, a distribution or counts; "
-                             f"got {initial!r}")
+            raise ValueError(
+                f"initial must be 'uniform', an action, a distribution or counts; got {initial!r}"
+            )
         shares = np.full(k, 1.0 / k)
     elif isinstance(initial, (int, np.integer)):
         shares = np.eye(k)[check_int(initial, "initial action", low=0, high=k - 1)]
@@ -80,8 +81,10 @@ def initial_counts(game: AnonymousGame, num_agents: int, initial: Any = "uniform
         array = np.asarray(initial)
         if np.issubdtype(array.dtype, np.integer):
             counts = array.reshape(len(sizes), k) if array.ndim == 1 else array
-            if counts.shape != (len(sizes), k) or np.any(counts < 0) or not np.array_equal(
-                counts.sum(axis=1), sizes
+            if (
+                counts.shape != (len(sizes), k)
+                or np.any(counts < 0)
+                or not np.array_equal(counts.sum(axis=1), sizes)
             ):
                 raise ValueError(
                     f"initial counts must be non-negative, of shape ({len(sizes)}, {k}) and sum "
@@ -90,8 +93,10 @@ def initial_counts(game: AnonymousGame, num_agents: int, initial: Any = "uniform
             return counts.astype(np.int64)
         shares = array.astype(np.float64)
         if shares.shape != (k,) or np.any(shares < 0) or abs(shares.sum() - 1) > 1e-6:
-            raise ValueError(f"initial distribution must have {k} non-negative entries summing "
-                             f"to 1, got {array.tolist()}")
+            raise ValueError(
+                f"initial distribution must have {k} non-negative entries summing "
+                f"to 1, got {array.tolist()}"
+            )
     return np.stack([type_counts(shares / shares.sum(), int(size)) for size in sizes])
 
 
@@ -126,8 +131,7 @@ def _step(game, params, eps, inertia, sequential, key, counts):
     return _move(counts, best, movers), jnp.any(unhappy)
 
 
-def _run(game, params, counts, eps, inertia, key, sequential, max_steps, record_every,
-         num_records):
+def _run(game, params, counts, eps, inertia, key, sequential, max_steps, record_every, num_records):
     """``while_loop`` until equilibrium, a detected 2-cycle, or ``max_steps``."""
     k = counts.shape[1]
 
@@ -137,8 +141,9 @@ def _run(game, params, counts, eps, inertia, key, sequential, max_steps, record_
 
     def body(state):
         step, current, previous, before_previous, _, cycled, trajectory = state
-        new, moved = _step(game, params, eps, inertia, sequential,
-                           jax.random.fold_in(key, step), current)
+        new, moved = _step(
+            game, params, eps, inertia, sequential, jax.random.fold_in(key, step), current
+        )
         done = ~moved
         # A deterministic 2-cycle: the state returns to where it was two steps ago.
         two_cycle = (not sequential) & jnp.all(new == previous) & jnp.any(new != current)
@@ -218,12 +223,21 @@ def best_reply_dynamics(
     record_every = check_int(record_every, "record_every", low=1)
     max_records = check_int(max_records, "max_records", low=1)
     counts = initial_counts(game, num_agents, initial)
-    params = game.default_params() if game_params is None else {**game.default_params(),
-                                                                 **game_params}
+    params = (
+        game.default_params() if game_params is None else {**game.default_params(), **game_params}
+    )
     num_records = int(min(max_records, max_steps // record_every + 1))
     step, final, cycled, gap, trajectory = _jit_run(
-        game, params, jnp.asarray(counts, jnp.int32), jnp.float32(eps), jnp.float32(inertia),
-        jax.random.key(seed), mode == "sequential", max_steps, record_every, num_records,
+        game,
+        params,
+        jnp.asarray(counts, jnp.int32),
+        jnp.float32(eps),
+        jnp.float32(inertia),
+        jax.random.key(seed),
+        mode == "sequential",
+        max_steps,
+        record_every,
+        num_records,
     )
     final = np.asarray(final, dtype=np.int64)
     trajectory = np.asarray(trajectory)
@@ -237,8 +251,15 @@ def best_reply_dynamics(
         distribution=final.sum(axis=0) / num_agents,
         nash_gap=float(gap),
         trajectory=trajectory[:recorded],
-        config={"game": game.config(), "num_agents": num_agents, "mode": mode,
-                "inertia": inertia, "eps": eps, "max_steps": max_steps, "seed": seed},
+        config={
+            "game": game.config(),
+            "num_agents": num_agents,
+            "mode": mode,
+            "inertia": inertia,
+            "eps": eps,
+            "max_steps": max_steps,
+            "seed": seed,
+        },
     )
 
 
@@ -256,7 +277,15 @@ def solve_equilibrium(
     Returns ``None`` when the dynamics do not reach an eps-equilibrium within
     ``max_steps`` (for example a game whose best replies cycle).
     """
-    result = best_reply_dynamics(game, num_agents, mode="sequential", eps=eps, initial=initial,
-                                 seed=seed, max_steps=max_steps, record_every=max_steps + 1,
-                                 max_records=1)
+    result = best_reply_dynamics(
+        game,
+        num_agents,
+        mode="sequential",
+        eps=eps,
+        initial=initial,
+        seed=seed,
+        max_steps=max_steps,
+        record_every=max_steps + 1,
+        max_records=1,
+    )
     return result.distribution if result.converged else None

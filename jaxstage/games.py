@@ -313,8 +313,9 @@ class Minority(AnonymousGame):
         noise: str = "gaussian",
         noise_std: float = 0.1,
     ):
-        self.capacity = check_real(capacity, "capacity", low=0.0, high=1.0, open_low=True,
-                                   open_high=True)
+        self.capacity = check_real(
+            capacity, "capacity", low=0.0, high=1.0, open_low=True, open_high=True
+        )
         self.smoothness = check_real(smoothness, "smoothness", low=0.0)
         if noise not in ("gaussian", "coin"):
             raise ValueError(f"noise must be 'gaussian' or 'coin', got {noise!r}")
@@ -418,8 +419,12 @@ class BeautyContest(AnonymousGame):
         }
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "num_actions": self.num_actions, "q": self.q,
-                "noise_std": self.noise_std}
+        return {
+            "name": self.name,
+            "num_actions": self.num_actions,
+            "q": self.q,
+            "noise_std": self.noise_std,
+        }
 
 
 class TechnologyAdoption(AnonymousGame):
@@ -553,9 +558,7 @@ class RandomLinear(AnonymousGame):
             weights = 0.5 * (weights + weights.T)
         self.weights = weights
         self.bias = rng.normal(0.0, self.scale, self.num_actions)
-        self.best_reply_note = (
-            "potential game: converge" if symmetric else "general W: may cycle"
-        )
+        self.best_reply_note = "potential game: converge" if symmetric else "general W: may cycle"
 
     def default_params(self) -> Params:
         return {
@@ -618,8 +621,7 @@ class PayoffFnGame(AnonymousGame):
         }
         if "noise_std" in self.user_params:
             raise ValueError("'noise_std' is reserved: pass it as the noise_std argument")
-        self._lipschitz = None if lipschitz is None else check_real(lipschitz, "lipschitz",
-                                                                    low=0.0)
+        self._lipschitz = None if lipschitz is None else check_real(lipschitz, "lipschitz", low=0.0)
         self._equilibria = [
             np.asarray(check_probability_vector(eq, "equilibria entry")) for eq in equilibria or []
         ]
@@ -680,8 +682,12 @@ class PayoffFnGame(AnonymousGame):
         return list(self._equilibria)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "num_actions": self.num_actions,
-                "noise_std": self.noise_std, "custom": True}
+        return {
+            "name": self.name,
+            "num_actions": self.num_actions,
+            "noise_std": self.noise_std,
+            "custom": True,
+        }
 
 
 def from_payoff_fn(
@@ -721,8 +727,9 @@ def from_payoff_fn(
         >>> game.num_actions
         3
     """
-    return PayoffFnGame(fn, num_actions, noise_std, name, params, lipschitz, equilibria,
-                        action_names)
+    return PayoffFnGame(
+        fn, num_actions, noise_std, name, params, lipschitz, equilibria, action_names
+    )
 
 
 GAMES: dict[str, type[AnonymousGame]] = {
@@ -764,4 +771,3 @@ def make_game(name: str, **params: Any) -> AnonymousGame:
     except TypeError as error:
         valid = ", ".join(cls().param_docs())
         raise TypeError(f"game {name!r}: {error}; valid parameters: {valid}") from error
-

@@ -62,13 +62,14 @@ class StageLearning:
 
     def __post_init__(self) -> None:
         if not callable(self.stage_length):
-            object.__setattr__(self, "stage_length",
-                               check_int(self.stage_length, "stage_length", low=1))
+            object.__setattr__(
+                self, "stage_length", check_int(self.stage_length, "stage_length", low=1)
+            )
         if not callable(self.explore_prob):
-            object.__setattr__(self, "explore_prob",
-                               check_probability(self.explore_prob, "explore_prob"))
-        object.__setattr__(self, "update_prob", check_probability(self.update_prob,
-                                                                  "update_prob"))
+            object.__setattr__(
+                self, "explore_prob", check_probability(self.explore_prob, "explore_prob")
+            )
+        object.__setattr__(self, "update_prob", check_probability(self.update_prob, "update_prob"))
         if self.info not in INFO_MODES:
             raise ValueError(
                 f"unknown info mode {self.info!r}; valid modes: {', '.join(INFO_MODES)}"
@@ -76,8 +77,11 @@ class StageLearning:
         if self.info_sample_size is not None:
             if self.info == "none":
                 raise ValueError("info_sample_size needs info='distribution' or 'payoffs'")
-            object.__setattr__(self, "info_sample_size",
-                               check_int(self.info_sample_size, "info_sample_size", low=1))
+            object.__setattr__(
+                self,
+                "info_sample_size",
+                check_int(self.info_sample_size, "info_sample_size", low=1),
+            )
         noise = check_real(self.info_noise_std, "info_noise_std", low=0.0)
         object.__setattr__(self, "info_noise_std", noise)
         if noise > 0 and self.info != "distribution":
@@ -124,8 +128,9 @@ def resolve_schedule(value: float | Schedule, num_stages: int, name: str) -> np.
     except Exception:  # noqa: BLE001 - a schedule written for Python ints only
         values = np.asarray([float(value(int(s))) for s in range(num_stages)])
     if values.shape != (num_stages,):
-        raise ValueError(f"{name} schedule must return one number per stage, got shape "
-                         f"{values.shape}")
+        raise ValueError(
+            f"{name} schedule must return one number per stage, got shape {values.shape}"
+        )
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} schedule returned non-finite values")
     return values

@@ -128,8 +128,9 @@ def count_metrics(
     )
 
 
-def convergence_stage(in_equilibrium: Sequence[bool] | np.ndarray,
-                      hold_stages: int | None = None) -> int | None:
+def convergence_stage(
+    in_equilibrium: Sequence[bool] | np.ndarray, hold_stages: int | None = None
+) -> int | None:
     """First index from which the population stays in equilibrium.
 
     Args:
@@ -163,8 +164,9 @@ def convergence_stage(in_equilibrium: Sequence[bool] | np.ndarray,
     return None
 
 
-def distance_to_equilibria(distributions: np.ndarray,
-                           equilibria: Sequence[np.ndarray]) -> np.ndarray | None:
+def distance_to_equilibria(
+    distributions: np.ndarray, equilibria: Sequence[np.ndarray]
+) -> np.ndarray | None:
     """L1 distance of each distribution (rows) to the nearest reference equilibrium."""
     if not equilibria:
         return None

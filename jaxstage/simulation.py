@@ -258,8 +258,9 @@ def run_stage(
     adopt = jax.random.uniform(update_key, actions.shape) < params.update_prob
     new_actions = jnp.where(adopt, candidates, actions)
 
-    metrics = count_metrics(game, params.game, _counts_by_type(spec, new_actions, types),
-                            params.eps)
+    metrics = count_metrics(
+        game, params.game, _counts_by_type(spec, new_actions, types), params.eps
+    )
     record = StageRecord(
         metrics=metrics,
         played_counts=totals.last_counts,
@@ -385,7 +386,8 @@ class SimulationResult:
         final = np.array2string(self.distribution[-1], precision=4, separator=", ")
         lines = [
             f"game {cfg['game']['name']}, {cfg['num_agents']:,} agents, "
-            f"info={cfg['learner']['info']}, {self.num_stages} stages ({int(self.rounds[-1]):,} rounds), seed {cfg['seed']}",
+            f"info={cfg['learner']['info']}, {self.num_stages} stages "
+            f"({int(self.rounds[-1]):,} rounds), seed {cfg['seed']}",
             (
                 f"converged at round {self.convergence_round:,} (stage {self.convergence_stage})"
                 if self.converged
@@ -397,8 +399,10 @@ class SimulationResult:
             f"eps-Nash gap {self.nash_gap[-1]:.4g}",
         ]
         if self.distance_to_equilibrium is not None:
-            lines.append(f"L1 distance to the nearest reference equilibrium "
-                         f"{self.distance_to_equilibrium[-1]:.4g}")
+            lines.append(
+                f"L1 distance to the nearest reference equilibrium "
+                f"{self.distance_to_equilibrium[-1]:.4g}"
+            )
         return "\n".join(lines)
 
 
@@ -426,8 +430,9 @@ class SweepResult:
 # --------------------------------------------------------------------------- memory
 
 
-def estimate_memory_bytes(num_agents: int, num_actions: int, learner: StageLearning,
-                          batch: int = 1) -> int:
+def estimate_memory_bytes(
+    num_agents: int, num_actions: int, learner: StageLearning, batch: int = 1
+) -> int:
     """Upper estimate of the device memory a run of this kernel needs.
 
     Counts the stage actions and their copies, the per-round temporaries (random bits,
@@ -499,8 +504,9 @@ def _parse_initial(initial: Any, num_agents: int, num_actions: int) -> tuple[str
     if array.ndim == 1 and array.size == num_actions and np.issubdtype(array.dtype, np.floating):
         probs = array.astype(np.float64)
         if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1) > 1e-6:
-            raise ValueError(f"initial distribution must be non-negative and sum to 1, got "
-                             f"{probs.tolist()}")
+            raise ValueError(
+                f"initial distribution must be non-negative and sum to 1, got {probs.tolist()}"
+            )
         return "distribution", (probs / probs.sum()).astype(np.float32)
     raise ValueError(
         f"initial must be 'uniform', an action index in [0, {num_actions - 1}], a float "
@@ -515,14 +521,16 @@ def _check_game_params(game: AnonymousGame, overrides: dict | None) -> Params:
         return defaults
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for game {game.name!r}; "
-                         f"valid: {sorted(defaults)}")
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for game {game.name!r}; valid: {sorted(defaults)}"
+        )
     merged = dict(defaults)
     for name, value in overrides.items():
         array = np.asarray(value, dtype=np.float32)
         if array.shape != defaults[name].shape:
-            raise ValueError(f"game parameter {name!r} must have shape "
-                             f"{defaults[name].shape}, got {array.shape}")
+            raise ValueError(
+                f"game parameter {name!r} must have shape {defaults[name].shape}, got {array.shape}"
+            )
         if not np.all(np.isfinite(array)):
             raise ValueError(f"game parameter {name!r} must be finite, got {array.tolist()}")
         if name == "noise_std" and np.any(array < 0):
@@ -542,8 +550,9 @@ def _padded(values: np.ndarray, length: int) -> np.ndarray:
 
 def _validate_common(game, learner, num_agents, num_stages, eps, delta, hold_stages):
     if not isinstance(game, AnonymousGame):
-        raise TypeError(f"game must be an AnonymousGame (see jaxstage.make_game), got "
-                        f"{type(game).__name__}")
+        raise TypeError(
+            f"game must be an AnonymousGame (see jaxstage.make_game), got {type(game).__name__}"
+        )
     if not isinstance(learner, StageLearning):
         raise TypeError(f"learner must be a jaxstage.StageLearning, got {type(learner).__name__}")
     num_agents = check_int(num_agents, "num_agents", low=1, high=MAX_AGENTS)
@@ -574,8 +583,17 @@ def _types_array(spec: RunSpec) -> jax.Array | None:
     return jnp.asarray(np.repeat(np.arange(spec.num_types, dtype=np.int32), spec.type_counts))
 
 
-def _run_params(game_params, learner, num_stages, padded, eps, explore=None, update=None,
-                length=None, info_noise=None) -> RunParams:
+def _run_params(
+    game_params,
+    learner,
+    num_stages,
+    padded,
+    eps,
+    explore=None,
+    update=None,
+    length=None,
+    info_noise=None,
+) -> RunParams:
     explore_probs = learner.explore_probs(num_stages) if explore is None else explore
     lengths = learner.stage_lengths(num_stages) if length is None else length
     return RunParams(
@@ -612,8 +630,18 @@ def _drive(spec, initial_fn, chunk_fn, progress, description):
 
 
 def _assemble(
-    spec, batch_index, initial_metrics, records, lengths, explore, config, equilibria,
-    delta, hold_stages, final_actions, batched,
+    spec,
+    batch_index,
+    initial_metrics,
+    records,
+    lengths,
+    explore,
+    config,
+    equilibria,
+    delta,
+    hold_stages,
+    final_actions,
+    batched,
 ) -> SimulationResult:
     """Build one run's result from (possibly batched) host arrays."""
 
@@ -677,8 +705,19 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _config(game, learner, num_agents, num_stages, seed, eps, delta, hold_stages, initial,
-            game_params, reference):
+def _config(
+    game,
+    learner,
+    num_agents,
+    num_stages,
+    seed,
+    eps,
+    delta,
+    hold_stages,
+    initial,
+    game_params,
+    reference,
+):
     initial_text = initial if isinstance(initial, (str, int)) else np.asarray(initial).tolist()
     if isinstance(initial_text, list) and len(initial_text) > 64:
         initial_text = f"array of {len(initial_text)} actions"
@@ -702,8 +741,10 @@ def _references(game, game_params_overridden: bool, reference):
     if reference is not None:
         refs = np.atleast_2d(np.asarray(reference, dtype=np.float64))
         if refs.shape[1] != game.num_actions:
-            raise ValueError(f"reference must have {game.num_actions} entries per equilibrium, "
-                             f"got shape {refs.shape}")
+            raise ValueError(
+                f"reference must have {game.num_actions} entries per equilibrium, "
+                f"got shape {refs.shape}"
+            )
         return list(refs)
     # The analytic equilibria describe the game's constructor parameters; with swept
     # parameters they would be wrong, so none is used then.
@@ -781,14 +822,35 @@ def simulate(
     def chunk_fn(actions, stages_key, first):
         return _jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
-    actions, initial_metrics, records = _drive(spec, initial_fn, chunk_fn, progress,
-                                               f"{game.name} info={learner.info}")
-    config = _config(game, learner, num_agents, num_stages, seed, eps, delta, hold_stages,
-                     initial, params_game, references)
+    actions, initial_metrics, records = _drive(
+        spec, initial_fn, chunk_fn, progress, f"{game.name} info={learner.info}"
+    )
+    config = _config(
+        game,
+        learner,
+        num_agents,
+        num_stages,
+        seed,
+        eps,
+        delta,
+        hold_stages,
+        initial,
+        params_game,
+        references,
+    )
     return _assemble(
-        spec, None, initial_metrics, records, learner.stage_lengths(num_stages),
-        learner.explore_probs(num_stages), config, references, delta, hold_stages,
-        np.asarray(actions) if return_actions else None, batched=False,
+        spec,
+        None,
+        initial_metrics,
+        records,
+        learner.stage_lengths(num_stages),
+        learner.explore_probs(num_stages),
+        config,
+        references,
+        delta,
+        hold_stages,
+        np.asarray(actions) if return_actions else None,
+        batched=False,
     )
 
 
@@ -799,8 +861,10 @@ def _batched(name: str, values: Sequence[Any] | None, batch: int) -> list[Any] |
     if len(values) == 1:
         return values * batch
     if len(values) != batch:
-        raise ValueError(f"{name} has {len(values)} entries but the sweep has {batch} rows; "
-                         f"give {batch} entries or 1")
+        raise ValueError(
+            f"{name} has {len(values)} entries but the sweep has {batch} rows; "
+            f"give {batch} entries or 1"
+        )
     return values
 
 
@@ -846,9 +910,13 @@ def sweep(
         game, learner, num_agents, num_stages, eps, delta, hold_stages
     )
     seed_list = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
-    lists = {"game_params": game_params, "explore_prob": explore_prob,
-             "update_prob": update_prob, "stage_length": stage_length,
-             "info_noise_std": info_noise_std}
+    lists = {
+        "game_params": game_params,
+        "explore_prob": explore_prob,
+        "update_prob": update_prob,
+        "stage_length": stage_length,
+        "info_noise_std": info_noise_std,
+    }
     batch = max([len(seed_list)] + [len(v) for v in lists.values() if v is not None])
     if batch < 1:
         raise ValueError("a sweep needs at least one row")
@@ -866,8 +934,10 @@ def sweep(
             if rows[name] is not None:
                 changes[name] = rows[name][i]
         if changes.get("info_noise_std", 0) and not learner.info_noise_std:
-            raise ValueError("sweeping info_noise_std needs a learner with info_noise_std > 0 "
-                             "(it selects the noisy code path)")
+            raise ValueError(
+                "sweeping info_noise_std needs a learner with info_noise_std > 0 "
+                "(it selects the noisy code path)"
+            )
         learners.append(dataclasses.replace(learner, **changes))
     game_rows = [
         _check_game_params(game, None if rows["game_params"] is None else rows["game_params"][i])
@@ -889,18 +959,40 @@ def sweep(
         return _jit_initial_batched(game, spec, params, kind, payload, types, keys)
 
     def chunk_fn(actions, stages_key, first):
-        return _jit_chunk_batched(game, spec, params, actions, types, stages_key,
-                                  jnp.int32(first))
+        return _jit_chunk_batched(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
-    _, initial_metrics, records = _drive(spec, initial_fn, chunk_fn, progress,
-                                         f"sweep of {batch} runs")
+    _, initial_metrics, records = _drive(
+        spec, initial_fn, chunk_fn, progress, f"sweep of {batch} runs"
+    )
     runs = []
     for i in range(batch):
-        config = _config(game, learners[i], num_agents, num_stages, seed_list[i], eps, delta,
-                         hold_stages, initial, game_rows[i], references)
-        runs.append(_assemble(
-            spec, i, initial_metrics, records, learners[i].stage_lengths(num_stages),
-            learners[i].explore_probs(num_stages), config, references, delta, hold_stages,
-            None, batched=True,
-        ))
+        config = _config(
+            game,
+            learners[i],
+            num_agents,
+            num_stages,
+            seed_list[i],
+            eps,
+            delta,
+            hold_stages,
+            initial,
+            game_rows[i],
+            references,
+        )
+        runs.append(
+            _assemble(
+                spec,
+                i,
+                initial_metrics,
+                records,
+                learners[i].stage_lengths(num_stages),
+                learners[i].explore_probs(num_stages),
+                config,
+                references,
+                delta,
+                hold_stages,
+                None,
+                batched=True,
+            )
+        )
     return SweepResult(runs)

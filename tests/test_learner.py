@@ -37,8 +37,7 @@ def test_optax_schedules_are_evaluated_per_stage():
     decay = optax.exponential_decay(0.2, transition_steps=2, decay_rate=0.5)
     growth = optax.linear_schedule(2, 10, transition_steps=4)
     learner = js.StageLearning(stage_length=growth, explore_prob=decay)
-    np.testing.assert_allclose(learner.explore_probs(5), 0.2 * 0.5 ** (np.arange(5) / 2),
-                               rtol=1e-6)
+    np.testing.assert_allclose(learner.explore_probs(5), 0.2 * 0.5 ** (np.arange(5) / 2), rtol=1e-6)
     assert learner.stage_lengths(6).tolist() == [2, 4, 6, 8, 10, 10]
 
 

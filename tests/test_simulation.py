@@ -20,8 +20,7 @@ def small_run(game=None, learner=None, **kwargs):
 def test_public_api_contract_shapes():
     game = js.games.from_payoff_fn(lambda d: -(1.0 + jnp.arange(3)) * d, 3, noise_std=0.1)
     learner = js.StageLearning(stage_length=10, explore_prob=0.05, update_prob=1.0, info="none")
-    result = js.simulate(game, learner, num_agents=1000, num_stages=6, seed=0, eps=0.05,
-                         delta=0.05)
+    result = js.simulate(game, learner, num_agents=1000, num_stages=6, seed=0, eps=0.05, delta=0.05)
     assert result.distribution.shape == (7, 3)
     assert result.best_reply_fraction.shape == (7,)
     assert result.nash_gap.shape == (7,)
@@ -33,8 +32,11 @@ def test_public_api_contract_shapes():
 def test_no_exploration_and_no_noise_keeps_every_action():
     # Each agent only ever observes its own action, which is then its only candidate.
     result = small_run(
-        LINEAR_TWO_LINKS, js.StageLearning(stage_length=3, explore_prob=0.0), num_agents=50,
-        initial=np.arange(50) % 2, return_actions=True,
+        LINEAR_TWO_LINKS,
+        js.StageLearning(stage_length=3, explore_prob=0.0),
+        num_agents=50,
+        initial=np.arange(50) % 2,
+        return_actions=True,
     )
     np.testing.assert_array_equal(result.final_actions, np.arange(50) % 2)
     assert np.all(result.switched_fraction == 0.0)
@@ -48,8 +50,9 @@ def test_exact_information_moves_everyone_to_the_best_reply(info):
     # against -0.3. Either way everyone ends on link 1.
     initial = np.array([0] * 7 + [1] * 3)
     learner = js.StageLearning(stage_length=2, explore_prob=0.0, update_prob=1.0, info=info)
-    result = small_run(LINEAR_TWO_LINKS, learner, num_agents=10, num_stages=1, initial=initial,
-                       return_actions=True)
+    result = small_run(
+        LINEAR_TWO_LINKS, learner, num_agents=10, num_stages=1, initial=initial, return_actions=True
+    )
     np.testing.assert_array_equal(result.final_actions, np.ones(10))
     np.testing.assert_allclose(result.switched_fraction, [0.7])
 
@@ -95,20 +98,30 @@ def test_sweep_rows_equal_single_runs():
     learner = js.StageLearning(stage_length=6, explore_prob=0.1, update_prob=0.3)
     rows = [(0, 0.3, 6, 1.0), (1, 0.7, 9, 0.5), (2, 0.3, 4, 2.0)]
     swept = js.sweep(
-        game, learner, 400, 5, seeds=[r[0] for r in rows], update_prob=[r[1] for r in rows],
+        game,
+        learner,
+        400,
+        5,
+        seeds=[r[0] for r in rows],
+        update_prob=[r[1] for r in rows],
         stage_length=[r[2] for r in rows],
         game_params=[{"b": [1.0, 2.0, r[3]]} for r in rows],
     )
     assert len(swept) == 3
     for i, (seed, update, length, b2) in enumerate(rows):
         single = js.simulate(
-            game, js.StageLearning(stage_length=length, explore_prob=0.1, update_prob=update),
-            400, 5, seed=seed, game_params={"b": [1.0, 2.0, b2]},
+            game,
+            js.StageLearning(stage_length=length, explore_prob=0.1, update_prob=update),
+            400,
+            5,
+            seed=seed,
+            game_params={"b": [1.0, 2.0, b2]},
         )
         np.testing.assert_array_equal(swept[i].distribution, single.distribution)
         np.testing.assert_allclose(swept[i].nash_gap, single.nash_gap, rtol=1e-6)
-        np.testing.assert_allclose(swept[i].realized_mean_payoff, single.realized_mean_payoff,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            swept[i].realized_mean_payoff, single.realized_mean_payoff, rtol=1e-5
+        )
         assert swept[i].rounds.tolist() == single.rounds.tolist()
 
 
@@ -117,8 +130,15 @@ def test_sweep_compiles_once_for_new_values():
     learner = js.StageLearning(stage_length=4, explore_prob=0.1, update_prob=0.3)
     js.sweep(game, learner, 300, 3, seeds=[0, 1], explore_prob=[0.1, 0.2])
     size = simulation._jit_chunk_batched._cache_size()
-    js.sweep(game, learner, 300, 3, seeds=[5, 6], explore_prob=[0.4, 0.0],
-             game_params=[{"capacity": 0.3}, {"capacity": 0.7}])
+    js.sweep(
+        game,
+        learner,
+        300,
+        3,
+        seeds=[5, 6],
+        explore_prob=[0.4, 0.0],
+        game_params=[{"capacity": 0.3}, {"capacity": 0.7}],
+    )
     assert simulation._jit_chunk_batched._cache_size() == size
 
 
@@ -134,7 +154,9 @@ INFOS = [
 
 # Every game once and every information mode on every game shape: each game is paired
 # with one mode, and the typed game (adoption) runs all modes.
-PAIRS = list(zip(GAMES, INFOS)) + [("adoption", info) for info in INFOS[:3] + INFOS[4:]]
+PAIRS = list(zip(GAMES, INFOS, strict=True)) + [
+    ("adoption", info) for info in INFOS[:3] + INFOS[4:]
+]
 
 
 @pytest.mark.parametrize(
@@ -143,8 +165,15 @@ PAIRS = list(zip(GAMES, INFOS)) + [("adoption", info) for info in INFOS[:3] + IN
 def test_every_game_and_information_mode_gives_finite_results(name, info):
     learner = js.StageLearning(stage_length=4, explore_prob=0.2, update_prob=0.5, **info)
     result = small_run(js.make_game(name), learner, num_agents=300, num_stages=3)
-    for field in ("distribution", "best_reply_fraction", "nash_gap", "welfare",
-                  "realized_mean_payoff", "switched_fraction", "played_distribution"):
+    for field in (
+        "distribution",
+        "best_reply_fraction",
+        "nash_gap",
+        "welfare",
+        "realized_mean_payoff",
+        "switched_fraction",
+        "played_distribution",
+    ):
         assert np.all(np.isfinite(getattr(result, field))), field
     assert np.all((result.best_reply_fraction >= 0) & (result.best_reply_fraction <= 1))
     assert np.all(result.nash_gap >= 0)
@@ -152,8 +181,9 @@ def test_every_game_and_information_mode_gives_finite_results(name, info):
 
 def test_minority_without_inertia_oscillates_and_is_reported_not_converged():
     game = js.make_game("minority", capacity=0.5, noise_std=0.0)
-    learner = js.StageLearning(stage_length=2, explore_prob=0.0, update_prob=1.0,
-                               info="distribution")
+    learner = js.StageLearning(
+        stage_length=2, explore_prob=0.0, update_prob=1.0, info="distribution"
+    )
     result = small_run(game, learner, num_agents=1000, num_stages=8, initial=0)
     # Everyone stays home, the bar is empty, everyone goes, it is full, everyone stays...
     np.testing.assert_allclose(result.distribution[:, 1], [0, 1, 0, 1, 0, 1, 0, 1, 0])
@@ -227,10 +257,12 @@ def test_sweep_argument_errors():
 
 def test_convergence_round_is_reported_for_a_converging_run():
     game = js.make_game("congestion", num_actions=2, b=[1.0, 1.0], noise_std=0.0)
-    learner = js.StageLearning(stage_length=4, explore_prob=0.0, update_prob=0.5,
-                               info="distribution")
-    result = small_run(game, learner, num_agents=1000, num_stages=30, initial=0, eps=0.01,
-                       delta=0.0)
+    learner = js.StageLearning(
+        stage_length=4, explore_prob=0.0, update_prob=0.5, info="distribution"
+    )
+    result = small_run(
+        game, learner, num_agents=1000, num_stages=30, initial=0, eps=0.01, delta=0.0
+    )
     assert result.converged
     assert result.convergence_round == result.rounds[result.convergence_stage]
     stage = result.convergence_stage

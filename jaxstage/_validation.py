@@ -76,6 +76,10 @@ def check_probability_vector(
 def _range_text(low, high, open_low: bool = False, open_high: bool = False) -> str:
     left = "(" if open_low or low is None else "["
     right = ")" if open_high or high is None else "]"
-    low_text = "-inf" if low is None else f"{low:g}"
-    high_text = "inf" if high is None else f"{high:g}"
+    low_text = "-inf" if low is None else _number_text(low)
+    high_text = "inf" if high is None else _number_text(high)
     return f"{left}{low_text}, {high_text}{right}"
+
+
+def _number_text(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"

@@ -166,6 +166,26 @@ class AnonymousGame:
         """Constructor arguments that recreate this game (recorded with results)."""
         return {"name": self.name}
 
+    def static_key(self) -> tuple | None:
+        """What, besides ``params``, fixes the compiled code of this game.
+
+        Games are static arguments of the compiled kernels. Two games with equal keys
+        share compiled code, so a new ``make_game(...)`` with other coefficients does not
+        recompile. ``None`` (the default, safe for user subclasses whose attributes may
+        enter ``expected_payoffs``) compares games by identity.
+        """
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        key = self.static_key()
+        return key is not None and type(other) is type(self) and other.static_key() == key
+
+    def __hash__(self) -> int:
+        key = self.static_key()
+        return id(self) if key is None else hash((type(self), key))
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
@@ -238,6 +258,9 @@ class Congestion(AnonymousGame):
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         cost = params["a"] + params["b"] * distribution ** params["p"]
         return -cost[None, :]
+
+    def static_key(self) -> tuple:
+        return (self.num_actions,)
 
     def lipschitz(self, params: Params | None = None) -> float | None:
         if self.p < 1:
@@ -345,6 +368,9 @@ class Minority(AnonymousGame):
         win = jax.random.uniform(key, actions.shape) < 0.5 * (1.0 + mean)
         return jnp.where(actions == 1, jnp.where(win, 1.0, -1.0), 0.0).astype(mean.dtype)
 
+    def static_key(self) -> tuple:
+        return (self.noise,)
+
     def lipschitz(self, params: Params | None = None) -> float | None:
         return None if self.smoothness == 0 else 1.0 / (2.0 * self.smoothness)
 
@@ -403,6 +429,9 @@ class BeautyContest(AnonymousGame):
         guesses = jnp.arange(self.num_actions, dtype=distribution.dtype)
         target = params["q"] * jnp.sum(guesses * distribution)
         return -jnp.abs(guesses - target)[None, :]
+
+    def static_key(self) -> tuple:
+        return (self.num_actions,)
 
     def lipschitz(self, params: Params | None = None) -> float | None:
         return self.q * (self.num_actions - 1) / 2.0
@@ -481,6 +510,9 @@ class TechnologyAdoption(AnonymousGame):
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         adopt = params["value"] * distribution[1] - params["thresholds"]
         return jnp.stack([jnp.zeros_like(adopt), adopt], axis=1)
+
+    def static_key(self) -> tuple:
+        return (len(self.type_shares),)
 
     def lipschitz(self, params: Params | None = None) -> float | None:
         return self.value / 2.0
@@ -569,6 +601,9 @@ class RandomLinear(AnonymousGame):
 
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         return (params["bias"] + params["weights"] @ distribution)[None, :]
+
+    def static_key(self) -> tuple:
+        return (self.num_actions,)
 
     def lipschitz(self, params: Params | None = None) -> float | None:
         return float(np.abs(self.weights).max())
@@ -671,6 +706,10 @@ class PayoffFnGame(AnonymousGame):
 
     def default_params(self) -> Params:
         return {**self.user_params, "noise_std": jnp.asarray(self.noise_std, jnp.float32)}
+
+    def static_key(self) -> tuple:
+        shapes = tuple((k, v.shape) for k, v in sorted(self.user_params.items()))
+        return (self.fn, self.num_actions, shapes)
 
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         return jnp.asarray(self._call(params, distribution), distribution.dtype)[None, :]

@@ -85,30 +85,8 @@ def _unique_or_indices(names: Sequence[str] | None, size: int) -> list[str]:
     return safe if len(set(safe)) == size else [str(j) for j in range(size)]
 
 
-def _game_labels(game_config: dict[str, Any]) -> tuple[Sequence[str] | None, Sequence[str] | None]:
-    """Action and type names of the game a result was made with, when they can be found.
-
-    Uses ``action_names`` / ``type_names`` in the recorded game config if present;
-    otherwise rebuilds a built-in game from its recorded constructor arguments (cheap)
-    and reads them off it. Custom games without recorded names get indices.
-    """
-    actions = game_config.get("action_names")
-    types = game_config.get("type_names")
-    name = game_config.get("name")
-    if (actions is None or types is None) and name in GAMES and not game_config.get("custom"):
-        kwargs = {k: v for k, v in game_config.items() if k != "name"}
-        try:
-            game = GAMES[name](**kwargs)
-        except Exception:  # noqa: BLE001 - labels are cosmetic; fall back to indices
-            game = None
-        if game is not None:
-            actions = actions if actions is not None else game.action_names
-            types = types if types is not None else game.type_names
-    return actions, types
-
-
 def _labels_of(result: SimulationResult) -> tuple[list[str], list[str]]:
-    actions, types = _game_labels(result.config.get("game", {}))
+    actions, types = result.config.get("action_names"), result.config.get("type_names")
     num_actions = result.distribution.shape[1]
     num_types = result.best_reply_fraction_by_type.shape[1]
     return _unique_or_indices(actions, num_actions), _unique_or_indices(types, num_types)
@@ -200,7 +178,18 @@ def result_rows(result: SimulationResult) -> list[dict[str, Any]]:
 
 
 def run_summary(result: SimulationResult) -> dict[str, Any]:
-    """The headline numbers of one run, JSON-ready (what ``summary.json`` holds per run)."""
+    """The headline numbers of one run, JSON-ready (what ``summary.json`` holds per run).
+
+    Args:
+        result: a :class:`~jaxstage.SimulationResult`.
+
+    Returns:
+        A dict: game, num_agents, info, seed, eps, delta, num_stages, total_rounds,
+        converged, convergence_round and convergence_stage (``None`` when not converged),
+        final_distribution, final_nash_gap, final_best_reply_fraction,
+        final_distance_to_equilibrium (``None`` without a reference) and
+        reference_equilibria.
+    """
     config = result.config
     distance = result.distance_to_equilibrium
     return {
@@ -243,6 +232,12 @@ def run_labels(results: Sequence[SimulationResult]) -> list[str]:
     Uses the first of info mode, population, seed, game, stage length, exploration,
     inertia, sample size, noise and number of stages that differ between the runs, adding
     more until the labels are unique; ``"run i"`` when nothing tells them apart.
+
+    Args:
+        results: the runs.
+
+    Returns:
+        One label per run.
     """
     configs = [r.config for r in results]
     if len(configs) == 1:
@@ -466,7 +461,7 @@ def write_best_reply(
         raise TypeError(f"result must be a BestReplyResult, got {type(result).__name__}")
     config = result.config
     record_every = config.get("record_every") if record_every is None else record_every
-    action_names, _ = _game_labels(config.get("game", {}))
+    action_names = config.get("action_names")
     labels = _unique_or_indices(action_names, result.distribution.shape[0])
     rows = []
     for index, distribution in enumerate(np.asarray(result.trajectory)):
@@ -533,7 +528,8 @@ def _plot_runs(runs: Sequence[SimulationResult], labels: Sequence[str], path: Pa
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True)
     palette = [f"C{j % 10}" for j in range(num_actions)]
-    run_colors = ["black"] if len(runs) == 1 else [f"C{i % 10}" for i in range(len(runs))]
+    # Runs get colours the action palette does not start with (black first).
+    run_colors = ["black", *(f"C{(num_actions + i) % 10}" for i in range(len(runs) - 1))]
 
     for index, run in enumerate(runs):
         style = _RUN_STYLES[index % len(_RUN_STYLES)]
@@ -544,7 +540,12 @@ def _plot_runs(runs: Sequence[SimulationResult], labels: Sequence[str], path: Pa
             run.best_reply_fraction,
             color=run_colors[index],
             linestyle="-" if len(runs) > 1 else style,
-            label=labels[index],
+            label=f"{labels[index]}: "
+            + (
+                f"converged at round {run.convergence_round:,}"
+                if run.convergence_round is not None
+                else "not converged"
+            ),
         )
         if run.convergence_round is not None:
             bottom.axvline(run.convergence_round, color=run_colors[index], linewidth=0.8, alpha=0.6)
@@ -567,7 +568,9 @@ def _plot_runs(runs: Sequence[SimulationResult], labels: Sequence[str], path: Pa
 
     deltas = sorted({float(run.config.get("delta", 0.05)) for run in runs})
     for delta in deltas:
-        bottom.axhline(1 - delta, color="gray", linestyle="--", linewidth=1, label=f"1 - delta = {1 - delta:g}")
+        bottom.axhline(
+            1 - delta, color="gray", linestyle="--", linewidth=1, label=f"1 - delta = {1 - delta:g}"
+        )
     epsilons = sorted({run.config.get("eps") for run in runs}, key=str)
     eps_text = ", ".join(f"{e:g}" if isinstance(e, (int, float)) else str(e) for e in epsilons)
     bottom.set_ylabel(f"share at an eps-best reply (eps={eps_text})")

@@ -90,8 +90,8 @@ class RunParams(NamedTuple):
 class RoundTotals(NamedTuple):
     """What one stage's rounds accumulate."""
 
-    own_sums: jax.Array | None  # (n, k) float32 payoff sums per agent and action
-    own_counts: jax.Array | None  # (n, k) int32 observations per agent and action
+    own_sums: jax.Array | None  # (k, n) float32 payoff sums per action and agent
+    own_counts: jax.Array | None  # (k, n) int32 observations per action and agent
     action_sums: jax.Array  # (k,) float32 payoff sum over all agent-rounds per action
     action_counts: jax.Array  # (k,) int32 agent-rounds per action
     last_counts: jax.Array  # (k,) int32 counts of played actions in the latest round
@@ -135,20 +135,37 @@ def play_round(
 def choose_candidates(key: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
     """Argmax of each agent's estimates with the tie rule of MODEL.md section 2.
 
+    Per-agent arrays are action-major, ``(k, n)``, and reductions over the few actions
+    are unrolled into elementwise operations: on a CPU, XLA's reductions over a short
+    axis are 10 to 50 times slower than that.
+
     Args:
         key: PRNG key for tie-breaking.
-        estimates: ``(n, k)`` payoff estimates, ``-inf`` for actions without an estimate.
+        estimates: ``(k, n)`` payoff estimates, ``-inf`` for actions without an estimate.
         current: ``(n,)`` current stage actions.
 
     Returns:
         ``(n,)`` candidates: the current action if it ties for the best, otherwise one of
-        the best actions drawn uniformly (the argmax of i.i.d. uniforms over the ties).
+        the best actions drawn uniformly: the ``floor(u * num_tied)``-th of them for one
+        uniform ``u`` per agent.
     """
-    best = jnp.max(estimates, axis=1, keepdims=True)
-    tied = estimates == best
-    keep = jnp.take_along_axis(tied, current[:, None].astype(jnp.int32), axis=1)[:, 0]
-    scores = jnp.where(tied, jax.random.uniform(key, estimates.shape), -1.0)
-    drawn = jnp.argmax(scores, axis=1).astype(current.dtype)
+    k = estimates.shape[0]
+    best = estimates[0]
+    for action in range(1, k):
+        best = jnp.maximum(best, estimates[action])
+    tied = [estimates[action] == best for action in range(k)]
+    num_tied = sum(t.astype(jnp.int32) for t in tied)
+    keep = tied[0] & (current == 0)
+    for action in range(1, k):
+        keep = keep | (tied[action] & (current == action))
+    # u < 1 in float32, so u * m < m for every m <= 2**24: the pick is a valid rank.
+    uniform = jax.random.uniform(key, current.shape)
+    pick = jnp.floor(uniform * num_tied).astype(jnp.int32)
+    drawn = jnp.zeros_like(current)
+    rank = jnp.full(current.shape, -1, jnp.int32)
+    for action in range(k):
+        rank = rank + tied[action].astype(jnp.int32)
+        drawn = jnp.where(tied[action] & (rank == pick), action, drawn).astype(current.dtype)
     return jnp.where(keep, current, drawn)
 
 
@@ -164,7 +181,7 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
     n, k = spec.num_agents, spec.num_actions
     own = spec.needs_own_estimates
     explore_prob = params.explore_prob[stage]
-    action_index = jnp.arange(k, dtype=actions.dtype)
+    action_index = jnp.arange(k, dtype=actions.dtype)[:, None]
 
     def one_round(r, totals: RoundTotals) -> RoundTotals:
         key = jax.random.fold_in(rounds_key, r)
@@ -173,8 +190,8 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
         )
         own_sums, own_counts = totals.own_sums, totals.own_counts
         if own:
-            onehot = played[:, None] == action_index[None, :]
-            own_sums = own_sums + jnp.where(onehot, payoffs[:, None], 0.0)
+            onehot = played[None, :] == action_index  # (k, n)
+            own_sums = own_sums + jnp.where(onehot, payoffs[None, :], 0.0)
             own_counts = own_counts + onehot.astype(jnp.int32)
         return RoundTotals(
             own_sums=own_sums,
@@ -185,8 +202,8 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
         )
 
     start = RoundTotals(
-        own_sums=jnp.zeros((n, k), jnp.float32) if own else None,
-        own_counts=jnp.zeros((n, k), jnp.int32) if own else None,
+        own_sums=jnp.zeros((k, n), jnp.float32) if own else None,
+        own_counts=jnp.zeros((k, n), jnp.int32) if own else None,
         action_sums=jnp.zeros(k, jnp.float32),
         action_counts=jnp.zeros(k, jnp.int32),
         last_counts=jnp.zeros(k, jnp.int32),
@@ -219,22 +236,25 @@ def _published_distribution(spec, params, key, actions):
 
 
 def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: RoundTotals):
-    """``(n, k)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3)."""
+    """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3)."""
     n, k = spec.num_agents, spec.num_actions
     if spec.info == "none":
         return _mean_or_unavailable(totals.own_sums, totals.own_counts)
     if spec.info == "payoffs":
         if spec.info_sample_size is None:
             published = _mean_or_unavailable(totals.action_sums, totals.action_counts)
-            return jnp.broadcast_to(published, (n, k))
+            return jnp.broadcast_to(published[:, None], (k, n))
         sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
-        pooled_sums = totals.own_sums + jnp.sum(totals.own_sums[sampled], axis=0)
-        pooled_counts = totals.own_counts + jnp.sum(totals.own_counts[sampled], axis=0)
-        return _mean_or_unavailable(pooled_sums, pooled_counts)
+        sample_sums = jnp.sum(totals.own_sums[:, sampled], axis=1, keepdims=True)
+        sample_counts = jnp.sum(totals.own_counts[:, sampled], axis=1, keepdims=True)
+        return _mean_or_unavailable(
+            totals.own_sums + sample_sums, totals.own_counts + sample_counts
+        )
     # info == "distribution": best reply to the published counts with the payoff model.
     published = _published_distribution(spec, params, key, actions)
     dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
-    return dev[agent_types, actions.astype(jnp.int32)]
+    by_alternative = jnp.transpose(dev, (2, 0, 1))  # (k, T, k): [b, type, current]
+    return by_alternative[:, agent_types, actions.astype(jnp.int32)]
 
 
 def run_stage(
@@ -723,6 +743,8 @@ def _config(
         initial_text = f"array of {len(initial_text)} actions"
     return {
         "game": game.config(),
+        "action_names": None if game.action_names is None else list(game.action_names),
+        "type_names": None if game.type_names is None else list(game.type_names),
         "game_params": {k: np.asarray(v).tolist() for k, v in game_params.items()},
         "learner": learner.config(),
         "num_agents": num_agents,

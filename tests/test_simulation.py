@@ -93,6 +93,24 @@ def test_changing_traced_parameters_does_not_recompile():
     assert simulation._jit_chunk._cache_size() == size
 
 
+def test_equal_games_share_compiled_code_and_user_games_do_not():
+    first = js.make_game("congestion", num_actions=3, b=[1.0, 1.0, 1.0])
+    same_shape = js.make_game("congestion", num_actions=3, b=[3.0, 2.0, 1.0], noise_std=0.4)
+    assert first == same_shape and hash(first) == hash(same_shape)
+    assert first != js.make_game("congestion", num_actions=4)
+    assert js.make_game("minority", noise="coin") != js.make_game("minority")
+    small_run(first)
+    size = simulation._jit_chunk._cache_size()
+    result = small_run(same_shape)
+    assert simulation._jit_chunk._cache_size() == size
+    # The second game's own coefficients were used, not the first's.
+    np.testing.assert_allclose(
+        result.expected_payoffs[:, 0], -np.array([3.0, 2.0, 1.0]) * result.distribution, rtol=1e-5
+    )
+    fn_game = js.games.from_payoff_fn(lambda d: -d, 2)
+    assert fn_game != js.games.from_payoff_fn(lambda d: d, 2)
+
+
 def test_sweep_rows_equal_single_runs():
     game = js.make_game("congestion", num_actions=3)
     learner = js.StageLearning(stage_length=6, explore_prob=0.1, update_prob=0.3)
@@ -256,15 +274,19 @@ def test_sweep_argument_errors():
 
 
 def test_convergence_round_is_reported_for_a_converging_run():
+    # Everyone starts on link 0 of two equal links; 2% of the unhappy switch each stage,
+    # so the share on link 0 falls as 0.98**s to 1/2 in about 34 stages and then
+    # alternates within one 2% step of it: payoff gaps stay below 0.05.
     game = js.make_game("congestion", num_actions=2, b=[1.0, 1.0], noise_std=0.0)
     learner = js.StageLearning(
-        stage_length=4, explore_prob=0.0, update_prob=0.5, info="distribution"
+        stage_length=1, explore_prob=0.0, update_prob=0.02, info="distribution"
     )
     result = small_run(
-        game, learner, num_agents=1000, num_stages=30, initial=0, eps=0.01, delta=0.0
+        game, learner, num_agents=1000, num_stages=60, initial=0, eps=0.05, delta=0.0
     )
     assert result.converged
+    assert 20 <= result.convergence_stage <= 45
     assert result.convergence_round == result.rounds[result.convergence_stage]
     stage = result.convergence_stage
     assert np.all(result.in_equilibrium[stage:]) and not result.in_equilibrium[stage - 1]
-    np.testing.assert_allclose(result.distribution[-1], [0.5, 0.5], atol=0.01)
+    np.testing.assert_allclose(result.distribution[-1], [0.5, 0.5], atol=0.03)

@@ -260,12 +260,14 @@ def best_reply_dynamics(
         trajectory=trajectory[:recorded],
         config={
             "game": game.config(),
+            "action_names": None if game.action_names is None else list(game.action_names),
             "num_agents": num_agents,
             "mode": mode,
             "inertia": inertia,
             "eps": eps,
             "max_steps": max_steps,
             "seed": seed,
+            "record_every": record_every,
         },
     )
 

@@ -62,6 +62,8 @@ def adoption_run() -> js.SimulationResult:
         convergence_round=None,
         config={
             "game": game.config(),
+            "action_names": list(game.action_names),
+            "type_names": list(game.type_names),
             "learner": js.StageLearning().config(),
             "num_agents": 1000,
             "seed": 0,
@@ -131,7 +133,12 @@ def test_rows_per_type_columns(adoption_run):
 
 
 def test_rows_fall_back_to_indices_and_skip_missing_distance(congestion_runs):
-    config = {**congestion_runs[0].config, "game": {"name": "mine", "custom": True}}
+    config = {
+        **congestion_runs[0].config,
+        "game": {"name": "mine", "custom": True},
+        "action_names": None,
+        "type_names": None,
+    }
     result = dataclasses.replace(congestion_runs[0], config=config, distance_to_equilibrium=None)
     row = result_rows(result)[0]
     assert [key for key in row if key.startswith("dist_")] == ["dist_0", "dist_1", "dist_2"]

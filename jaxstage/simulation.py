@@ -404,12 +404,19 @@ class SimulationResult:
         """A few readable lines: convergence, final distribution, gap."""
         cfg = self.config
         final = np.array2string(self.distribution[-1], precision=4, separator=", ")
+        held = (
+            f", held for the last {len(self.rounds) - self.convergence_stage} of "
+            f"{len(self.rounds)} recorded states"
+            if self.converged and cfg.get("hold_stages") is None
+            else ""
+        )
         lines = [
             f"game {cfg['game']['name']}, {cfg['num_agents']:,} agents, "
             f"info={cfg['learner']['info']}, {self.num_stages} stages "
             f"({int(self.rounds[-1]):,} rounds), seed {cfg['seed']}",
             (
-                f"converged at round {self.convergence_round:,} (stage {self.convergence_stage})"
+                f"converged at round {self.convergence_round:,} (stage {self.convergence_stage}"
+                f"{held})"
                 if self.converged
                 else f"not converged within {int(self.rounds[-1]):,} rounds"
             )

@@ -80,7 +80,8 @@ def initial_counts(game: AnonymousGame, num_agents: int, initial: Any = "uniform
     else:
         array = np.asarray(initial)
         if np.issubdtype(array.dtype, np.integer):
-            counts = array.reshape(len(sizes), k) if array.ndim == 1 else array
+            # A flat (k,) vector is accepted for games without types only.
+            counts = array[None, :] if array.shape == (k,) and len(sizes) == 1 else array
             if (
                 counts.shape != (len(sizes), k)
                 or np.any(counts < 0)
@@ -209,7 +210,7 @@ def best_reply_dynamics(
     Example:
         >>> import jaxstage as js
         >>> game = js.make_game("minority", capacity=0.5)
-        >>> js.best_reply_dynamics(game, 100, mode="simultaneous").cycled
+        >>> js.best_reply_dynamics(game, 100, mode="simultaneous", initial=0).cycled
         True
     """
     if not isinstance(game, AnonymousGame):
@@ -294,7 +295,7 @@ def solve_equilibrium(
         initial=initial,
         seed=seed,
         max_steps=max_steps,
-        record_every=max_steps + 1,
+        record_every=2**30,  # record the initial state only
         max_records=1,
     )
     return result.distribution if result.converged else None

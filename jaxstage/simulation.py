@@ -979,10 +979,13 @@ def sweep(
     row_params = [
         _run_params(game_rows[i], learners[i], num_stages, padded, eps) for i in range(batch)
     ]
-    params = jax.tree.map(lambda *xs: jnp.stack(xs), *row_params)
+    # Stack on the host: thousands of small device stacks would dominate a big sweep.
+    params = jax.tree.map(
+        lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *row_params
+    )
     types = _types_array(spec)
     payload = jnp.asarray(payload)
-    keys = jnp.stack([jax.random.key(s) for s in seed_list])
+    keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seed_list, np.uint32)))
 
     def initial_fn():
         return _jit_initial_batched(game, spec, params, kind, payload, types, keys)

@@ -142,6 +142,14 @@ class AnonymousGame:
         noise = jax.random.normal(key, actions.shape, dtype=mean.dtype)
         return mean + params["noise_std"] * noise
 
+    def uses_gaussian_noise(self) -> bool:
+        """Whether realised payoffs are expected payoffs plus ``N(0, noise_std^2)`` noise.
+
+        The fast kernel needs this (it draws the sum of an agent's noise over a stage in
+        one go); it is true unless a subclass overrides :meth:`realized_payoffs`.
+        """
+        return type(self).realized_payoffs is AnonymousGame.realized_payoffs
+
     def lipschitz(self, params: Params | None = None) -> float | None:
         """Lipschitz constant ``L`` in ``|u(a,d) - u(a,d')| <= L ||d - d'||_1``, if known."""
         return None
@@ -370,6 +378,9 @@ class Minority(AnonymousGame):
 
     def static_key(self) -> tuple:
         return (self.noise,)
+
+    def uses_gaussian_noise(self) -> bool:
+        return self.noise == "gaussian"
 
     def lipschitz(self, params: Params | None = None) -> float | None:
         return None if self.smoothness == 0 else 1.0 / (2.0 * self.smoothness)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstage import fast
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.games import AnonymousGame, Params, type_counts
 from jaxstage.learner import StageLearning
@@ -132,7 +133,7 @@ def play_round(
     return played, counts, payoffs.astype(jnp.float32)
 
 
-def choose_candidates(key: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
+def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
     """Argmax of each agent's estimates with the tie rule of MODEL.md section 2.
 
     Per-agent arrays are action-major, ``(k, n)``, and reductions over the few actions
@@ -140,7 +141,7 @@ def choose_candidates(key: jax.Array, estimates: jax.Array, current: jax.Array) 
     axis are 10 to 50 times slower than that.
 
     Args:
-        key: PRNG key for tie-breaking.
+        uniforms: ``(n,)`` uniforms in ``[0, 1)`` for tie-breaking.
         estimates: ``(k, n)`` payoff estimates, ``-inf`` for actions without an estimate.
         current: ``(n,)`` current stage actions.
 
@@ -159,8 +160,7 @@ def choose_candidates(key: jax.Array, estimates: jax.Array, current: jax.Array) 
     for action in range(1, k):
         keep = keep | (tied[action] & (current == action))
     # u < 1 in float32, so u * m < m for every m <= 2**24: the pick is a valid rank.
-    uniform = jax.random.uniform(key, current.shape)
-    pick = jnp.floor(uniform * num_tied).astype(jnp.int32)
+    pick = jnp.floor(uniforms * num_tied).astype(jnp.int32)
     drawn = jnp.zeros_like(current)
     rank = jnp.full(current.shape, -1, jnp.int32)
     for action in range(k):
@@ -274,7 +274,7 @@ def run_stage(
 
     info_key, tie_key, update_key = jax.random.split(end_key, 3)
     estimates = _stage_end_estimates(game, spec, params, info_key, actions, agent_types, totals)
-    candidates = choose_candidates(tie_key, estimates, actions)
+    candidates = choose_candidates(jax.random.uniform(tie_key, actions.shape), estimates, actions)
     adopt = jax.random.uniform(update_key, actions.shape) < params.update_prob
     new_actions = jnp.where(adopt, candidates, actions)
 
@@ -291,14 +291,14 @@ def run_stage(
     return new_actions, record
 
 
-def _run_chunk(game, spec, params, actions, types, stages_key, first_stage):
+def _scan_stages(spec, stage_fn, actions, first_stage):
     """``spec.chunk_stages`` stages in a ``lax.scan``; stages past the end are skipped."""
 
     def one_stage(current, offset):
         stage = first_stage + offset
 
         def active(a):
-            return run_stage(game, spec, params, a, types, stages_key, stage)
+            return stage_fn(a, stage)
 
         def idle(a):
             shapes = jax.eval_shape(active, a)[1]
@@ -307,6 +307,13 @@ def _run_chunk(game, spec, params, actions, types, stages_key, first_stage):
         return jax.lax.cond(stage < spec.num_stages, active, idle, current)
 
     return jax.lax.scan(one_stage, actions, jnp.arange(spec.chunk_stages))
+
+
+def _run_chunk(game, spec, params, actions, types, stages_key, first_stage):
+    def stage_fn(a, stage):
+        return run_stage(game, spec, params, a, types, stages_key, stage)
+
+    return _scan_stages(spec, stage_fn, actions, first_stage)
 
 
 def _initial_actions(spec: RunSpec, kind: str, payload: jax.Array, key: jax.Array):
@@ -328,16 +335,41 @@ def _initial_state(game, spec, params, kind, payload, types, seed_key):
     return actions, stages_key, metrics
 
 
-_jit_initial = jax.jit(_initial_state, static_argnums=(0, 1, 3))
-_jit_chunk = jax.jit(_run_chunk, static_argnums=(0, 1))
-_jit_initial_batched = jax.jit(
-    jax.vmap(_initial_state, in_axes=(None, None, 0, None, None, None, 0)),
-    static_argnums=(0, 1, 3),
+def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
+    def stage_fn(a, stage):
+        return fast.fast_stage(game, spec, params, a, seed, stage, choose_candidates)
+
+    return _scan_stages(spec, stage_fn, actions, first_stage)
+
+
+def _fast_initial_state(game, spec, params, kind, payload, types, seed):
+    actions = fast.fast_initial(spec, kind, payload, seed)
+    counts = fast.fast_counts_by_type(spec, actions)
+    return actions, seed, count_metrics(game, params.game, counts, params.eps)
+
+
+def _compiled(initial_fn, chunk_fn):
+    """Jitted single and batched (``vmap`` over params, actions and keys) versions."""
+    return (
+        jax.jit(initial_fn, static_argnums=(0, 1, 3)),
+        jax.jit(chunk_fn, static_argnums=(0, 1)),
+        jax.jit(
+            jax.vmap(initial_fn, in_axes=(None, None, 0, None, None, None, 0)),
+            static_argnums=(0, 1, 3),
+        ),
+        jax.jit(
+            jax.vmap(chunk_fn, in_axes=(None, None, 0, 0, None, 0, None)),
+            static_argnums=(0, 1),
+        ),
+    )
+
+
+_jit_initial, _jit_chunk, _jit_initial_batched, _jit_chunk_batched = _compiled(
+    _initial_state, _run_chunk
 )
-_jit_chunk_batched = jax.jit(
-    jax.vmap(_run_chunk, in_axes=(None, None, 0, 0, None, 0, None)),
-    static_argnums=(0, 1),
-)
+_FAST = _compiled(_fast_initial_state, _fast_run_chunk)
+_REFERENCE = (_jit_initial, _jit_chunk, _jit_initial_batched, _jit_chunk_batched)
+KERNELS = ("auto", "reference", "fast")
 
 
 # --------------------------------------------------------------------------- results
@@ -458,14 +490,24 @@ class SweepResult:
 
 
 def estimate_memory_bytes(
-    num_agents: int, num_actions: int, learner: StageLearning, batch: int = 1
+    num_agents: int,
+    num_actions: int,
+    learner: StageLearning,
+    batch: int = 1,
+    kernel: str = "reference",
+    block_size: int | None = None,
 ) -> int:
-    """Upper estimate of the device memory a run of this kernel needs.
+    """Upper estimate of the device memory a run needs.
 
-    Counts the stage actions and their copies, the per-round temporaries (random bits,
-    played actions, payoffs) and, when the information mode needs them, the per-agent
-    ``(n, k)`` accumulators and the stage-end ``(n, k)`` estimates and tie scores.
+    Reference kernel: the stage actions and their copies, the per-round temporaries
+    (random bits, played actions, payoffs) and, when the information mode needs them, the
+    per-agent ``(k, n)`` accumulators and stage-end estimates. Fast kernel: int8 stage
+    actions (held twice while a stage rewrites them) plus per-block temporaries.
     """
+    if kernel == "fast":
+        block = block_size or fast.choose_block_size(num_agents, num_actions)
+        per_block = block * (96 + 48 * num_actions)
+        return int(batch * (3 * (num_agents + block) + per_block) + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
     own = learner.info == "none" or (
         learner.info == "payoffs" and learner.info_sample_size is not None
@@ -494,13 +536,13 @@ def available_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def _check_memory(num_agents, num_actions, learner, batch, limit):
-    needed = estimate_memory_bytes(num_agents, num_actions, learner, batch)
+def _check_memory(num_agents, num_actions, learner, batch, limit, kernel, block_size):
+    needed = estimate_memory_bytes(num_agents, num_actions, learner, batch, kernel, block_size)
     available = available_memory_bytes() if limit is None else int(limit)
     if needed > available:
         raise ValueError(
             f"num_agents={num_agents:,} (batch {batch}) needs about {needed / 2**30:.2f} GiB "
-            f"with {num_actions} actions and info={learner.info!r}, but only "
+            f"with {num_actions} actions, info={learner.info!r} and the {kernel} kernel, but only "
             f"{available / 2**30:.2f} GiB is available; use fewer agents or a smaller batch"
         )
 
@@ -604,8 +646,52 @@ def _spec(game, learner, num_agents, num_stages) -> RunSpec:
     )
 
 
+def _resolve_kernel(kernel: str, game: AnonymousGame) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+    if kernel == "auto":
+        return "fast" if fast.supports_fast(game) else "reference"
+    if kernel == "fast" and not fast.supports_fast(game):
+        raise ValueError(
+            f"kernel='fast' needs the default Gaussian noise model, but game {game.name!r} "
+            f"defines its own realized_payoffs; use kernel='reference' (or 'auto')"
+        )
+    return kernel
+
+
+def _kernel_spec(kernel, game, learner, num_agents, num_stages, max_stage_length, block_size):
+    spec = _spec(game, learner, num_agents, num_stages)
+    if kernel == "reference":
+        return spec
+    if block_size is None:
+        block_size = fast.choose_block_size(num_agents, game.num_actions)
+    block_size = check_int(block_size, "block_size", low=1, high=2**30)
+    padded = math.ceil(num_agents / block_size) * block_size
+    if padded > MAX_AGENTS:
+        # Block offsets are int32: the padded population must stay below 2**31.
+        raise ValueError(
+            f"num_agents={num_agents:,} with block_size={block_size:,} pads to {padded:,} "
+            f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
+            f"divides num_agents more closely or kernel='reference'"
+        )
+    return fast.FastSpec(
+        num_agents=num_agents,
+        num_actions=game.num_actions,
+        type_counts=spec.type_counts,
+        info=spec.info,
+        info_sample_size=spec.info_sample_size,
+        info_noisy=spec.info_noisy,
+        num_stages=num_stages,
+        chunk_stages=spec.chunk_stages,
+        block_size=block_size,
+        # Rounded up to a power of two: other stage lengths in the same range reuse the
+        # compiled program (the round buffer is the only shape that depends on it).
+        max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
+    )
+
+
 def _types_array(spec: RunSpec) -> jax.Array | None:
-    if spec.num_types == 1:
+    if spec.num_types == 1 or isinstance(spec, fast.FastSpec):
         return None
     return jnp.asarray(np.repeat(np.arange(spec.num_types, dtype=np.int32), spec.type_counts))
 
@@ -744,6 +830,7 @@ def _config(
     initial,
     game_params,
     reference,
+    spec=None,
 ):
     initial_text = initial if isinstance(initial, (str, int)) else np.asarray(initial).tolist()
     if isinstance(initial_text, list) and len(initial_text) > 64:
@@ -762,6 +849,8 @@ def _config(
         "hold_stages": hold_stages,
         "initial": initial_text,
         "reference_equilibria": [np.asarray(e).tolist() for e in reference],
+        "kernel": "fast" if isinstance(spec, fast.FastSpec) else "reference",
+        "block_size": getattr(spec, "block_size", None),
         "versions": _versions(),
     }
 
@@ -796,6 +885,8 @@ def simulate(
     return_actions: bool = False,
     progress: bool = False,
     memory_limit_bytes: int | None = None,
+    kernel: str = "auto",
+    block_size: int | None = None,
 ) -> SimulationResult:
     """Run stage learning on ``num_agents`` agents for ``num_stages`` stages.
 
@@ -818,6 +909,13 @@ def simulate(
         return_actions: keep the final ``(n,)`` stage actions in the result.
         progress: show a progress bar.
         memory_limit_bytes: refuse runs estimated to need more (default: available memory).
+        kernel: ``"fast"`` (blocked two-pass kernel with counter-based randomness, for
+            games with the default Gaussian noise), ``"reference"`` (the readable kernel
+            that is the specification) or ``"auto"`` (fast when the game allows it). The
+            kernels draw different random numbers: the same seed gives the same numbers
+            for the same kernel.
+        block_size: agents per block of the fast kernel (default: chosen from the
+            population and the number of actions); results do not depend on it.
 
     Returns:
         A :class:`SimulationResult`.
@@ -837,19 +935,30 @@ def simulate(
     kind, payload = _parse_initial(initial, num_agents, game.num_actions)
     params_game = _check_game_params(game, game_params)
     references = _references(game, game_params is not None, reference)
-    _check_memory(num_agents, game.num_actions, learner, 1, memory_limit_bytes)
-
-    spec = _spec(game, learner, num_agents, num_stages)
+    kernel = _resolve_kernel(kernel, game)
+    lengths = learner.stage_lengths(num_stages)
+    spec = _kernel_spec(kernel, game, learner, num_agents, num_stages, lengths.max(), block_size)
+    _check_memory(
+        num_agents,
+        game.num_actions,
+        learner,
+        1,
+        memory_limit_bytes,
+        kernel,
+        getattr(spec, "block_size", None),
+    )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     params = _run_params(params_game, learner, num_stages, padded, eps)
     types = _types_array(spec)
     payload = jnp.asarray(payload)
+    jit_initial, jit_chunk = (_FAST if kernel == "fast" else _REFERENCE)[:2]
+    seed_key = jnp.uint32(seed) if kernel == "fast" else jax.random.key(seed)
 
     def initial_fn():
-        return _jit_initial(game, spec, params, kind, payload, types, jax.random.key(seed))
+        return jit_initial(game, spec, params, kind, payload, types, seed_key)
 
     def chunk_fn(actions, stages_key, first):
-        return _jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
+        return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
     actions, initial_metrics, records = _drive(
         spec, initial_fn, chunk_fn, progress, f"{game.name} info={learner.info}"
@@ -866,6 +975,7 @@ def simulate(
         initial,
         params_game,
         references,
+        spec,
     )
     return _assemble(
         spec,
@@ -878,7 +988,7 @@ def simulate(
         references,
         delta,
         hold_stages,
-        np.asarray(actions) if return_actions else None,
+        np.asarray(actions)[:num_agents].astype(np.int32) if return_actions else None,
         batched=False,
     )
 
@@ -916,6 +1026,8 @@ def sweep(
     reference: Any = None,
     progress: bool = False,
     memory_limit_bytes: int | None = None,
+    kernel: str = "auto",
+    block_size: int | None = None,
 ) -> SweepResult:
     """Run a batch of runs in one compiled, ``vmap``-ed call.
 
@@ -927,7 +1039,8 @@ def sweep(
 
     Args:
         game, learner, num_agents, num_stages, eps, delta, hold_stages, initial,
-        reference, progress, memory_limit_bytes: as in :func:`simulate`.
+        reference, progress, memory_limit_bytes, kernel, block_size: as in
+        :func:`simulate`.
         seeds: one seed per row (or one for all rows).
         game_params: per-row overrides of the game's numeric parameters.
         explore_prob, update_prob, stage_length, info_noise_std: per-row learner values.
@@ -953,7 +1066,6 @@ def sweep(
     seed_list = [check_int(s, "seed", low=0, high=2**32 - 1) for s in seed_list]
     rows = {name: _batched(name, values, batch) for name, values in lists.items()}
     kind, payload = _parse_initial(initial, num_agents, game.num_actions)
-    _check_memory(num_agents, game.num_actions, learner, batch, memory_limit_bytes)
 
     # Per-row learners: validated like any StageLearning, so bad rows fail before tracing.
     learners = []
@@ -974,7 +1086,18 @@ def sweep(
     ]
     references = _references(game, game_params is not None, reference)
 
-    spec = _spec(game, learner, num_agents, num_stages)
+    kernel = _resolve_kernel(kernel, game)
+    max_length = max(row.stage_lengths(num_stages).max() for row in learners)
+    spec = _kernel_spec(kernel, game, learner, num_agents, num_stages, max_length, block_size)
+    _check_memory(
+        num_agents,
+        game.num_actions,
+        learner,
+        batch,
+        memory_limit_bytes,
+        kernel,
+        getattr(spec, "block_size", None),
+    )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     row_params = [
         _run_params(game_rows[i], learners[i], num_stages, padded, eps) for i in range(batch)
@@ -985,13 +1108,15 @@ def sweep(
     )
     types = _types_array(spec)
     payload = jnp.asarray(payload)
-    keys = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(seed_list, np.uint32)))
+    seeds_array = jnp.asarray(np.asarray(seed_list, np.uint32))
+    keys = seeds_array if kernel == "fast" else jax.vmap(jax.random.key)(seeds_array)
+    jit_initial, jit_chunk = (_FAST if kernel == "fast" else _REFERENCE)[2:]
 
     def initial_fn():
-        return _jit_initial_batched(game, spec, params, kind, payload, types, keys)
+        return jit_initial(game, spec, params, kind, payload, types, keys)
 
     def chunk_fn(actions, stages_key, first):
-        return _jit_chunk_batched(game, spec, params, actions, types, stages_key, jnp.int32(first))
+        return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
     _, initial_metrics, records = _drive(
         spec, initial_fn, chunk_fn, progress, f"sweep of {batch} runs"
@@ -1010,6 +1135,7 @@ def sweep(
             initial,
             game_rows[i],
             references,
+            spec,
         )
         runs.append(
             _assemble(

@@ -28,6 +28,7 @@ are exact in float32 and float64 alike.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +36,7 @@ import numpy_reference as ref
 import pytest
 
 import jaxstage as js
+from jaxstage import simulation
 from jaxstage.games import type_counts
 
 Z = 4.5
@@ -192,6 +194,16 @@ def run_simulate(case, x0, info, sample_size=None, game=LINEAR, game_params=None
         )
         finals.append(result.final_actions)
     return np.stack(finals)
+
+
+@pytest.fixture(autouse=True, params=["reference", "fast"])
+def kernel(request, monkeypatch):
+    """Every comparison runs on both kernels: the readable reference and the fast one."""
+    monkeypatch.setattr(
+        js, "simulate", functools.partial(simulation.simulate, kernel=request.param)
+    )
+    monkeypatch.setattr(js, "sweep", functools.partial(simulation.sweep, kernel=request.param))
+    return request.param
 
 
 # --------------------------------------------------------------------------- payoffs

@@ -254,8 +254,12 @@ def test_population_that_does_not_fit_is_refused_before_allocating():
     learner = js.StageLearning()
     with pytest.raises(ValueError, match="needs about .* GiB .* only 0.00 GiB is available"):
         js.simulate(js.make_game("minority"), learner, 10**6, 1, memory_limit_bytes=1000)
-    with pytest.raises(ValueError, match="needs about"):
-        js.simulate(js.make_game("congestion", num_actions=32), learner, 2**31 - 1, 1)
+    with pytest.raises(ValueError, match="needs about .* the reference kernel"):
+        js.simulate(
+            js.make_game("congestion", num_actions=32), learner, 2**31 - 1, 1, kernel="reference"
+        )
+    with pytest.raises(ValueError, match="needs about 2.8. GiB .* the fast kernel"):
+        js.simulate(js.make_game("congestion"), learner, 10**9, 1, memory_limit_bytes=2**30)
 
 
 def test_estimated_memory_grows_with_population_and_actions():

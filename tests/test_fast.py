@@ -1,0 +1,176 @@
+"""The fast kernel: same model as the reference kernel, layout-independent, lean."""
+
+import numpy as np
+import pytest
+
+import jaxstage as js
+from jaxstage import simulation
+
+LEARNERS = {
+    "none": js.StageLearning(stage_length=6, explore_prob=0.2, update_prob=0.3),
+    "payoffs": js.StageLearning(stage_length=3, explore_prob=0.1, update_prob=0.2, info="payoffs"),
+    "payoffs-sampled": js.StageLearning(
+        stage_length=3, explore_prob=0.1, update_prob=0.2, info="payoffs", info_sample_size=30
+    ),
+    "distribution": js.StageLearning(
+        stage_length=2, explore_prob=0.1, update_prob=0.2, info="distribution"
+    ),
+    "distribution-noisy": js.StageLearning(
+        stage_length=2,
+        explore_prob=0.1,
+        update_prob=0.2,
+        info="distribution",
+        info_sample_size=40,
+        info_noise_std=0.05,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "game_name, mode",
+    [
+        ("congestion", "none"),
+        ("adoption", "none"),
+        ("adoption", "payoffs-sampled"),
+        ("adoption", "distribution-noisy"),
+    ],
+)
+def test_results_do_not_depend_on_the_block_size(game_name, mode):
+    game = js.make_game(game_name)
+    runs = [
+        js.simulate(
+            game,
+            LEARNERS[mode],
+            1000,
+            3,
+            seed=4,
+            kernel="fast",
+            block_size=size,
+            return_actions=True,
+        )
+        for size in (1000, 128, 37)
+    ]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].final_actions, other.final_actions)
+        for field in (
+            "distribution_by_type",
+            "nash_gap",
+            "realized_mean_payoff",
+            "played_distribution",
+            "switched_fraction",
+        ):
+            np.testing.assert_array_equal(getattr(runs[0], field), getattr(other, field))
+
+
+GAMES = {
+    "congestion": js.make_game("congestion", num_actions=3),
+    "minority": js.make_game("minority", smoothness=0.1),
+    "beauty_contest": js.make_game("beauty_contest", num_actions=5),
+    "adoption": js.make_game("adoption"),
+    "random_linear": js.make_game("random_linear", num_actions=3),
+}
+
+
+# Every information mode on an untyped and a typed game; every other game in plain mode.
+AGREEMENT = [(g, m) for g in ("congestion", "adoption") for m in LEARNERS] + [
+    (g, "none") for g in ("minority", "random_linear")
+]
+
+
+@pytest.mark.parametrize("game_name, mode", AGREEMENT)
+def test_fast_and_reference_kernels_agree_in_distribution(game_name, mode):
+    """Mean trajectory over 24 seeds of each kernel, within 5 combined standard errors."""
+    game, learner = GAMES[game_name], LEARNERS[mode]
+    seeds = list(range(24))
+    out = {}
+    for kernel in ("reference", "fast"):
+        swept = js.sweep(game, learner, 400, 4, seeds=seeds, kernel=kernel, initial="uniform")
+        out[kernel] = np.concatenate(
+            [
+                swept.stack("distribution_by_type").reshape(len(seeds), -1),
+                swept.stack("switched_fraction"),
+                swept.stack("realized_mean_payoff"),
+            ],
+            axis=1,
+        )
+    ref, fast = out["reference"], out["fast"]
+    error = np.sqrt(ref.var(axis=0, ddof=1) / len(seeds) + fast.var(axis=0, ddof=1) / len(seeds))
+    gap = np.abs(ref.mean(axis=0) - fast.mean(axis=0))
+    assert np.all(gap <= 5 * error + 0.02), (gap.max(), np.argmax(gap - 5 * error))
+
+
+def test_fast_kernel_is_deterministic_and_compiles_once():
+    game = js.make_game("congestion", num_actions=3)
+    learner = js.StageLearning(stage_length=5, explore_prob=0.1, update_prob=0.3)
+    first = js.simulate(game, learner, 500, 3, seed=1, kernel="fast")
+    size = simulation._FAST[1]._cache_size()
+    again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast")
+    np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
+    # Stage lengths 5 and 7 share the round buffer of 8 rounds: no recompilation.
+    other = js.StageLearning(stage_length=7, explore_prob=0.3, update_prob=0.9)
+    js.simulate(game, other, 500, 3, seed=2, kernel="fast", game_params={"noise_std": 1.0})
+    assert simulation._FAST[1]._cache_size() == size
+    assert first.config["kernel"] == "fast"
+
+
+def test_fast_sweep_rows_equal_single_runs():
+    game = js.make_game("minority", smoothness=0.1)
+    learner = js.StageLearning(stage_length=4, explore_prob=0.1, update_prob=0.3)
+    swept = js.sweep(game, learner, 300, 3, seeds=[0, 1], update_prob=[0.3, 0.8], kernel="fast")
+    for i, update in enumerate([0.3, 0.8]):
+        single = js.simulate(
+            game,
+            js.StageLearning(stage_length=4, explore_prob=0.1, update_prob=update),
+            300,
+            3,
+            seed=i,
+            kernel="fast",
+        )
+        np.testing.assert_array_equal(swept[i].distribution, single.distribution)
+        np.testing.assert_allclose(
+            swept[i].realized_mean_payoff, single.realized_mean_payoff, rtol=1e-6
+        )
+
+
+def test_kernel_choice_and_errors():
+    coin = js.make_game("minority", noise="coin")
+    learner = js.StageLearning(stage_length=2)
+    assert js.simulate(coin, learner, 50, 1).config["kernel"] == "reference"
+    assert js.simulate(js.make_game("minority"), learner, 50, 1).config["kernel"] == "fast"
+    with pytest.raises(ValueError, match="kernel='fast' needs the default Gaussian noise"):
+        js.simulate(coin, learner, 50, 1, kernel="fast")
+    with pytest.raises(ValueError, match="valid kernels: auto, reference, fast"):
+        js.simulate(coin, learner, 50, 1, kernel="gpu")
+    with pytest.raises(ValueError, match="block_size must be in \\[1, 1073741824\\]"):
+        js.simulate(js.make_game("minority"), learner, 50, 1, kernel="fast", block_size=0)
+
+
+def test_fast_kernel_memory_estimate_stays_under_4_bytes_per_agent():
+    learner = js.StageLearning()
+    for actions in (2, 8, 32):
+        needed = js.estimate_memory_bytes(10**9, actions, learner, kernel="fast")
+        assert needed < 4 * 10**9, (actions, needed / 1e9)
+    assert js.estimate_memory_bytes(10**9, 8, learner) > 50 * 10**9  # reference kernel
+
+
+def test_initial_conditions_on_the_fast_kernel():
+    game = js.make_game("congestion", num_actions=3)
+    learner = js.StageLearning(stage_length=2)
+    drawn = js.simulate(game, learner, 6000, 1, initial=np.array([0.5, 0.0, 0.5]), kernel="fast")
+    assert drawn.distribution[0, 1] == 0.0 and abs(drawn.distribution[0, 0] - 0.5) < 0.03
+    uniform = js.simulate(game, learner, 6000, 1, kernel="fast")
+    np.testing.assert_allclose(uniform.distribution[0], [1 / 3] * 3, atol=0.03)
+    given = js.simulate(game, learner, 10, 1, initial=np.arange(10) % 3, kernel="fast")
+    np.testing.assert_allclose(given.distribution[0], [0.4, 0.3, 0.3])
+
+
+def test_fast_kernel_refuses_a_padded_population_past_int32():
+    with pytest.raises(ValueError, match="pads to 2,147,483,648 agents, above the fast kernel"):
+        js.simulate(
+            js.make_game("minority"),
+            js.StageLearning(),
+            2**31 - 1,
+            1,
+            kernel="fast",
+            block_size=2**17,
+        )

@@ -566,6 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"jaxstage: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``jaxstage games | head``): not an error worth reporting.
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except OSError as error:
         if os.environ.get("JAXSTAGE_DEBUG"):
             raise

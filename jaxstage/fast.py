@@ -24,7 +24,6 @@ The numbers do not depend on the block size (tested bitwise).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,42 +31,12 @@ import jax.numpy as jnp
 from jaxstage import counter_rng as crng
 from jaxstage.games import AnonymousGame
 from jaxstage.metrics import count_metrics, deviation_payoffs
+from jaxstage.spec import RunSpec
 
-__all__ = ["FastSpec", "fast_stage", "fast_initial", "supports_fast", "choose_block_size"]
+__all__ = ["fast_stage", "fast_initial", "supports_fast", "choose_block_size"]
 
 # Stream identifiers: each (seed, stage, stream, sub-index) gives an independent stream.
 _EXPLORE, _OWN_NOISE, _TIE, _UPDATE, _SAMPLE, _INFO_NOISE, _POP_NOISE, _INIT = range(8)
-
-
-class FastSpec(NamedTuple):
-    """Static configuration of the fast kernel (fixes shapes and code paths)."""
-
-    num_agents: int
-    num_actions: int
-    type_counts: tuple[int, ...]
-    info: str
-    info_sample_size: int | None
-    info_noisy: bool
-    num_stages: int
-    chunk_stages: int
-    block_size: int
-    max_stage_length: int
-
-    @property
-    def num_types(self) -> int:
-        return len(self.type_counts)
-
-    @property
-    def num_blocks(self) -> int:
-        return math.ceil(self.num_agents / self.block_size)
-
-    @property
-    def padded_agents(self) -> int:
-        return self.num_blocks * self.block_size
-
-    @property
-    def needs_own_estimates(self) -> bool:
-        return self.info == "none" or (self.info == "payoffs" and self.info_sample_size is not None)
 
 
 def supports_fast(game: AnonymousGame) -> bool:
@@ -81,7 +50,7 @@ def choose_block_size(num_agents: int, num_actions: int) -> int:
     return int(min(target, 2 ** math.ceil(math.log2(max(num_agents, 1)))))
 
 
-def _types_of(spec: FastSpec, index: jax.Array) -> jax.Array:
+def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
     boundaries = [sum(spec.type_counts[: j + 1]) for j in range(spec.num_types - 1)]
     types = jnp.zeros(index.shape, jnp.int32)
     for boundary in boundaries:
@@ -106,7 +75,7 @@ def _played(seed, stage, round_index, index, stage_actions, explore_prob, num_ac
     return jnp.where(explore, action.astype(jnp.int32), stage_actions)
 
 
-def _block(spec: FastSpec, actions: jax.Array, block: jax.Array):
+def _block(spec: RunSpec, actions: jax.Array, block: jax.Array):
     start = block * spec.block_size
     index = start.astype(jnp.uint32) + jnp.arange(spec.block_size, dtype=jnp.uint32)
     stage_actions = jax.lax.dynamic_slice(actions, (start,), (spec.block_size,)).astype(jnp.int32)
@@ -194,7 +163,7 @@ def _published_counts(spec, params, seed, stage, actions, stage_counts):
 
 def fast_stage(
     game,
-    spec: FastSpec,
+    spec: RunSpec,
     params,
     actions: jax.Array,
     seed: jax.Array,
@@ -301,7 +270,7 @@ def _stage_action_counts(spec, actions):
     return jax.lax.fori_loop(0, spec.num_blocks, one_block, jnp.zeros(spec.num_actions, jnp.int32))
 
 
-def fast_initial(spec: FastSpec, kind: str, payload: jax.Array, seed: jax.Array) -> jax.Array:
+def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) -> jax.Array:
     """``(padded_agents,)`` int8 initial stage actions from counter-based draws."""
     index = jnp.arange(spec.padded_agents, dtype=jnp.uint32)
     k = spec.num_actions
@@ -322,7 +291,7 @@ def fast_initial(spec: FastSpec, kind: str, payload: jax.Array, seed: jax.Array)
     return actions.astype(jnp.int8)
 
 
-def fast_counts_by_type(spec: FastSpec, actions: jax.Array) -> jax.Array:
+def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
     """``(T, k)`` counts of the stage actions, block by block."""
     k = spec.num_actions
 

@@ -36,6 +36,7 @@ from jaxstage.metrics import (
     deviation_payoffs,
     distance_to_equilibria,
 )
+from jaxstage.spec import RunSpec
 
 __all__ = [
     "RunSpec",
@@ -52,29 +53,6 @@ __all__ = [
 
 MAX_AGENTS = 2**31 - 1
 ACTION_DTYPE = jnp.int32
-
-
-class RunSpec(NamedTuple):
-    """Static configuration: fixes array shapes and code paths (hashable, jit-static)."""
-
-    num_agents: int
-    num_actions: int
-    type_counts: tuple[int, ...]
-    info: str
-    info_sample_size: int | None
-    info_noisy: bool
-    num_stages: int
-    chunk_stages: int
-
-    @property
-    def num_types(self) -> int:
-        return len(self.type_counts)
-
-    @property
-    def needs_own_estimates(self) -> bool:
-        # Exact published payoffs replace an agent's own averages, and the distribution
-        # mode uses the payoff model, so only these two paths need per-agent accumulators.
-        return self.info == "none" or (self.info == "payoffs" and self.info_sample_size is not None)
 
 
 class RunParams(NamedTuple):
@@ -674,15 +652,8 @@ def _kernel_spec(kernel, game, learner, num_agents, num_stages, max_stage_length
             f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
             f"divides num_agents more closely or kernel='reference'"
         )
-    return fast.FastSpec(
-        num_agents=num_agents,
-        num_actions=game.num_actions,
-        type_counts=spec.type_counts,
-        info=spec.info,
-        info_sample_size=spec.info_sample_size,
-        info_noisy=spec.info_noisy,
-        num_stages=num_stages,
-        chunk_stages=spec.chunk_stages,
+    return spec._replace(
+        kernel="fast",
         block_size=block_size,
         # Rounded up to a power of two: other stage lengths in the same range reuse the
         # compiled program (the round buffer is the only shape that depends on it).
@@ -691,7 +662,7 @@ def _kernel_spec(kernel, game, learner, num_agents, num_stages, max_stage_length
 
 
 def _types_array(spec: RunSpec) -> jax.Array | None:
-    if spec.num_types == 1 or isinstance(spec, fast.FastSpec):
+    if spec.num_types == 1 or spec.kernel == "fast":
         return None
     return jnp.asarray(np.repeat(np.arange(spec.num_types, dtype=np.int32), spec.type_counts))
 
@@ -830,7 +801,7 @@ def _config(
     initial,
     game_params,
     reference,
-    spec=None,
+    spec,
 ):
     initial_text = initial if isinstance(initial, (str, int)) else np.asarray(initial).tolist()
     if isinstance(initial_text, list) and len(initial_text) > 64:
@@ -849,8 +820,8 @@ def _config(
         "hold_stages": hold_stages,
         "initial": initial_text,
         "reference_equilibria": [np.asarray(e).tolist() for e in reference],
-        "kernel": "fast" if isinstance(spec, fast.FastSpec) else "reference",
-        "block_size": getattr(spec, "block_size", None),
+        "kernel": spec.kernel,
+        "block_size": spec.block_size if spec.kernel == "fast" else None,
         "versions": _versions(),
     }
 
@@ -945,7 +916,7 @@ def simulate(
         1,
         memory_limit_bytes,
         kernel,
-        getattr(spec, "block_size", None),
+        spec.block_size,
     )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     params = _run_params(params_game, learner, num_stages, padded, eps)
@@ -1096,7 +1067,7 @@ def sweep(
         batch,
         memory_limit_bytes,
         kernel,
-        getattr(spec, "block_size", None),
+        spec.block_size,
     )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     row_params = [

@@ -1,0 +1,46 @@
+"""The static configuration of a run, shared by the reference and fast kernels."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+__all__ = ["RunSpec"]
+
+
+class RunSpec(NamedTuple):
+    """Static configuration: fixes array shapes and code paths (hashable, jit-static).
+
+    ``kernel``, ``block_size`` and ``max_stage_length`` matter to the fast kernel only
+    (``max_stage_length`` sizes its per-round count buffer).
+    """
+
+    num_agents: int
+    num_actions: int
+    type_counts: tuple[int, ...]
+    info: str
+    info_sample_size: int | None
+    info_noisy: bool
+    num_stages: int
+    chunk_stages: int
+    kernel: str = "reference"
+    block_size: int = 0
+    max_stage_length: int = 0
+
+    @property
+    def num_types(self) -> int:
+        return len(self.type_counts)
+
+    @property
+    def needs_own_estimates(self) -> bool:
+        # Exact published payoffs replace an agent's own averages, and the distribution
+        # mode uses the payoff model, so only these two paths need per-agent accumulators.
+        return self.info == "none" or (self.info == "payoffs" and self.info_sample_size is not None)
+
+    @property
+    def num_blocks(self) -> int:
+        return math.ceil(self.num_agents / self.block_size)
+
+    @property
+    def padded_agents(self) -> int:
+        return self.num_blocks * self.block_size

@@ -60,8 +60,9 @@ def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
 
 def _count(values: jax.Array, valid: jax.Array, size: int) -> jax.Array:
     """``(size,)`` int32 counts of ``values`` over the valid entries."""
-    if size <= 16:
-        # Unrolled full-axis sums: faster on a CPU than a scatter-based bincount.
+    if size <= 2:
+        # Two full-axis sums beat a scatter; from 3 values on, XLA's CPU backend runs the
+        # unrolled sums 10 to 50 times slower than bincount (measured at 8 and 24 values).
         return jnp.stack([jnp.sum((values == v) & valid, dtype=jnp.int32) for v in range(size)])
     return jnp.bincount(jnp.where(valid, values, size), length=size + 1)[:size].astype(jnp.int32)
 

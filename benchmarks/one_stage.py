@@ -25,7 +25,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     print(
         f"n={num_agents:,} k={num_actions} tau={stage_length}: {elapsed:.1f} s including "
-        f"compilation, {num_agents * stage_length / elapsed / 1e6:.0f} M agent-rounds/s, "
+        f"compilation, {num_agents * stage_length / elapsed / 1e6:.1f} M agent-rounds/s, "
         f"final distribution {result.distribution[-1].round(4)}"
     )
 

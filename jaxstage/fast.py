@@ -29,6 +29,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxstage import counter_rng as crng
+from jaxstage.decisions import (
+    StageRecord,
+    choose_candidates,
+    clip_and_renormalise,
+    mean_or_unavailable,
+)
 from jaxstage.games import AnonymousGame
 from jaxstage.metrics import count_metrics, deviation_payoffs
 from jaxstage.spec import RunSpec
@@ -130,10 +136,6 @@ def _own_sums(
     return sums, jnp.where(valid[None, :], counts, 0)
 
 
-def _mean_or_unavailable(sums, counts):
-    return jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
-
-
 def _sample_indices(spec, seed, stage):
     draws = crng.uniform(
         crng.stream_key(seed, stage, _SAMPLE), jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
@@ -156,9 +158,7 @@ def _published_counts(spec, params, seed, stage, actions, stage_counts):
         noise = crng.normal(
             crng.stream_key(seed, stage, _INFO_NOISE), jnp.arange(k, dtype=jnp.uint32)
         )
-        d_hat = jnp.maximum(d_hat + params.info_noise_std * noise, 0.0)
-        total = jnp.sum(d_hat)
-        d_hat = jnp.where(total > 0, d_hat / jnp.where(total > 0, total, 1.0), 1.0 / k)
+        d_hat = clip_and_renormalise(d_hat + params.info_noise_std * noise)
     return d_hat * n
 
 
@@ -169,11 +169,8 @@ def fast_stage(
     actions: jax.Array,
     seed: jax.Array,
     stage: jax.Array,
-    choose_candidates,
 ):
     """One stage on int8 stage actions ``(padded_agents,)``; returns new actions and record."""
-    from jaxstage.simulation import StageRecord  # local: simulation imports this module
-
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
 
@@ -225,15 +222,15 @@ def fast_stage(
             sums, counts = _own_sums(
                 spec, params, seed, stage, index, current, valid, types, round_payoffs, stage_length
             )
-            estimates = _mean_or_unavailable(sums, counts)
+            estimates = mean_or_unavailable(sums, counts)
         elif spec.info == "payoffs" and spec.info_sample_size is None:
-            published = _mean_or_unavailable(action_sums, action_counts)
+            published = mean_or_unavailable(action_sums, action_counts)
             estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
         elif spec.info == "payoffs":
             sums, counts = _own_sums(
                 spec, params, seed, stage, index, current, valid, types, round_payoffs, stage_length
             )
-            estimates = _mean_or_unavailable(
+            estimates = mean_or_unavailable(
                 sums + sample_sums[:, None], counts + sample_counts[:, None]
             )
         else:

@@ -27,10 +27,15 @@ import numpy as np
 
 from jaxstage import fast
 from jaxstage._validation import check_int, check_probability, check_real
+from jaxstage.decisions import (
+    StageRecord,
+    choose_candidates,
+    clip_and_renormalise,
+    mean_or_unavailable,
+)
 from jaxstage.games import AnonymousGame, Params, type_counts
 from jaxstage.learner import StageLearning
 from jaxstage.metrics import (
-    CountMetrics,
     convergence_stage,
     count_metrics,
     deviation_payoffs,
@@ -76,15 +81,6 @@ class RoundTotals(NamedTuple):
     last_counts: jax.Array  # (k,) int32 counts of played actions in the latest round
 
 
-class StageRecord(NamedTuple):
-    """What is recorded at the end of each stage."""
-
-    metrics: CountMetrics  # of the stage actions after the update
-    played_counts: jax.Array  # (k,) int32, played actions in the stage's last round
-    switched_fraction: jax.Array  # () float32
-    realized_mean_payoff: jax.Array  # () float32, over all agent-rounds of the stage
-
-
 def play_round(
     game: AnonymousGame,
     game_params: Params,
@@ -109,42 +105,6 @@ def play_round(
     expected = game.expected_payoffs(game_params, counts.astype(jnp.float32) / n)
     payoffs = game.realized_payoffs(game_params, noise_key, expected, agent_types, played)
     return played, counts, payoffs.astype(jnp.float32)
-
-
-def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
-    """Argmax of each agent's estimates with the tie rule of MODEL.md section 2.
-
-    Per-agent arrays are action-major, ``(k, n)``, and reductions over the few actions
-    are unrolled into elementwise operations: on a CPU, XLA's reductions over a short
-    axis are 10 to 50 times slower than that.
-
-    Args:
-        uniforms: ``(n,)`` uniforms in ``[0, 1)`` for tie-breaking.
-        estimates: ``(k, n)`` payoff estimates, ``-inf`` for actions without an estimate.
-        current: ``(n,)`` current stage actions.
-
-    Returns:
-        ``(n,)`` candidates: the current action if it ties for the best, otherwise one of
-        the best actions drawn uniformly: the ``floor(u * num_tied)``-th of them for one
-        uniform ``u`` per agent.
-    """
-    k = estimates.shape[0]
-    best = estimates[0]
-    for action in range(1, k):
-        best = jnp.maximum(best, estimates[action])
-    tied = [estimates[action] == best for action in range(k)]
-    num_tied = sum(t.astype(jnp.int32) for t in tied)
-    keep = tied[0] & (current == 0)
-    for action in range(1, k):
-        keep = keep | (tied[action] & (current == action))
-    # u < 1 in float32, so u * m < m for every m <= 2**24: the pick is a valid rank.
-    pick = jnp.floor(uniforms * num_tied).astype(jnp.int32)
-    drawn = jnp.zeros_like(current)
-    rank = jnp.full(current.shape, -1, jnp.int32)
-    for action in range(k):
-        rank = rank + tied[action].astype(jnp.int32)
-        drawn = jnp.where(tied[action] & (rank == pick), action, drawn).astype(current.dtype)
-    return jnp.where(keep, current, drawn)
 
 
 def _counts_by_type(spec: RunSpec, actions: jax.Array, types: jax.Array | None) -> jax.Array:
@@ -189,10 +149,6 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
     return jax.lax.fori_loop(0, params.stage_length[stage], one_round, start)
 
 
-def _mean_or_unavailable(sums: jax.Array, counts: jax.Array) -> jax.Array:
-    return jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
-
-
 def _published_distribution(spec, params, key, actions):
     """Counts ``n * d_hat`` the system publishes (exact ints when exact)."""
     n, k = spec.num_agents, spec.num_actions
@@ -206,10 +162,8 @@ def _published_distribution(spec, params, key, actions):
         d_hat = jnp.bincount(actions[sampled], length=k).astype(jnp.float32)
         d_hat = d_hat / spec.info_sample_size
     if spec.info_noisy:
-        d_hat = d_hat + params.info_noise_std * jax.random.normal(noise_key, (k,))
-        d_hat = jnp.maximum(d_hat, 0.0)
-        total = jnp.sum(d_hat)
-        d_hat = jnp.where(total > 0, d_hat / jnp.where(total > 0, total, 1.0), 1.0 / k)
+        noise = jax.random.normal(noise_key, (k,))
+        d_hat = clip_and_renormalise(d_hat + params.info_noise_std * noise)
     return d_hat * n
 
 
@@ -217,17 +171,15 @@ def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: 
     """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3)."""
     n, k = spec.num_agents, spec.num_actions
     if spec.info == "none":
-        return _mean_or_unavailable(totals.own_sums, totals.own_counts)
+        return mean_or_unavailable(totals.own_sums, totals.own_counts)
     if spec.info == "payoffs":
         if spec.info_sample_size is None:
-            published = _mean_or_unavailable(totals.action_sums, totals.action_counts)
+            published = mean_or_unavailable(totals.action_sums, totals.action_counts)
             return jnp.broadcast_to(published[:, None], (k, n))
         sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
         sample_sums = jnp.sum(totals.own_sums[:, sampled], axis=1, keepdims=True)
         sample_counts = jnp.sum(totals.own_counts[:, sampled], axis=1, keepdims=True)
-        return _mean_or_unavailable(
-            totals.own_sums + sample_sums, totals.own_counts + sample_counts
-        )
+        return mean_or_unavailable(totals.own_sums + sample_sums, totals.own_counts + sample_counts)
     # info == "distribution": best reply to the published counts with the payoff model.
     published = _published_distribution(spec, params, key, actions)
     dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
@@ -315,7 +267,7 @@ def _initial_state(game, spec, params, kind, payload, types, seed_key):
 
 def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
     def stage_fn(a, stage):
-        return fast.fast_stage(game, spec, params, a, seed, stage, choose_candidates)
+        return fast.fast_stage(game, spec, params, a, seed, stage)
 
     return _scan_stages(spec, stage_fn, actions, first_stage)
 

@@ -1,0 +1,70 @@
+"""Pieces both kernels share: the stage-end decision rule and the per-stage record."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxstage.metrics import CountMetrics
+
+__all__ = ["StageRecord", "choose_candidates", "mean_or_unavailable", "clip_and_renormalise"]
+
+
+class StageRecord(NamedTuple):
+    """What is recorded at the end of each stage."""
+
+    metrics: CountMetrics  # of the stage actions after the update
+    played_counts: jax.Array  # (k,) int32, played actions in the stage's last round
+    switched_fraction: jax.Array  # () float32
+    realized_mean_payoff: jax.Array  # () float32, over all agent-rounds of the stage
+
+
+def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
+    """Argmax of each agent's estimates with the tie rule of MODEL.md section 2.
+
+    Per-agent arrays are action-major, ``(k, n)``, and reductions over the few actions
+    are unrolled into elementwise operations: on a CPU, XLA's reductions over a short
+    axis are 10 to 50 times slower than that.
+
+    Args:
+        uniforms: ``(n,)`` uniforms in ``[0, 1)`` for tie-breaking.
+        estimates: ``(k, n)`` payoff estimates, ``-inf`` for actions without an estimate.
+        current: ``(n,)`` current stage actions.
+
+    Returns:
+        ``(n,)`` candidates: the current action if it ties for the best, otherwise one of
+        the best actions drawn uniformly: the ``floor(u * num_tied)``-th of them for one
+        uniform ``u`` per agent.
+    """
+    k = estimates.shape[0]
+    best = estimates[0]
+    for action in range(1, k):
+        best = jnp.maximum(best, estimates[action])
+    tied = [estimates[action] == best for action in range(k)]
+    num_tied = sum(t.astype(jnp.int32) for t in tied)
+    keep = tied[0] & (current == 0)
+    for action in range(1, k):
+        keep = keep | (tied[action] & (current == action))
+    # u < 1 in float32, so u * m < m for every m <= 2**24: the pick is a valid rank.
+    pick = jnp.floor(uniforms * num_tied).astype(jnp.int32)
+    drawn = jnp.zeros_like(current)
+    rank = jnp.full(current.shape, -1, jnp.int32)
+    for action in range(k):
+        rank = rank + tied[action].astype(jnp.int32)
+        drawn = jnp.where(tied[action] & (rank == pick), action, drawn).astype(current.dtype)
+    return jnp.where(keep, current, drawn)
+
+
+def mean_or_unavailable(sums: jax.Array, counts: jax.Array) -> jax.Array:
+    """Average payoff per action, ``-inf`` (never chosen) where nothing was observed."""
+    return jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
+
+
+def clip_and_renormalise(noisy: jax.Array) -> jax.Array:
+    """A noisy distribution clipped at 0 and renormalised; uniform if everything clips."""
+    k = noisy.shape[-1]
+    clipped = jnp.maximum(noisy, 0.0)
+    total = jnp.sum(clipped)
+    return jnp.where(total > 0, clipped / jnp.where(total > 0, total, 1.0), 1.0 / k)

@@ -1,0 +1,1398 @@
+"""The convergence-versus-population study (MODEL.md section 7, issue 4).
+
+A study is a declarative list of :class:`Experiment` s, each tagged with the claims it
+serves (``C1``..``C5`` of MODEL.md section 7, plus ``"oscillation"``). For every game,
+population, information variant and stage length of an experiment, all seeds (and all
+values of the experiment's ``update_probs`` grid) run in one batched :func:`jaxstage.sweep`
+call. Each run gives one row of the tidy ``runs`` table (:data:`RUN_COLUMNS`); the derived
+tables are pure functions of that table:
+
+* :func:`convergence_table`: seeds, share converged and quantiles of rounds to converge
+  per (experiment, game, variant, stage length, update_prob, population);
+* :func:`shortest_stage_length_table`: the smallest stage length converging in at least
+  90% of seeds within the round budget, per (experiment, game, variant, update_prob,
+  population);
+* :func:`info_speedup_table`: median rounds without information over median rounds with
+  each information variant, per population.
+
+**Convergence in the study** (:func:`study_convergence`): a run converged when the
+population is in an (eps, delta)-equilibrium from some recorded state ``s`` to the end of
+the run *and* that tail is at least ``hold_stages`` states long (so a run that merely ends
+in equilibrium by chance in its last stage does not count). Its convergence round is the
+number of rounds played before state ``s``. Non-converged runs are never dropped: medians
+and quantiles are over *all* seeds, a non-converged seed counting as ``+inf`` rounds, so a
+median is "not converged" (empty in the tables) when half or more of the seeds failed.
+
+**Distance to best-reply dynamics** (:func:`br_distance`, claim C5): from the run's exact
+initial counts, count-level simultaneous best-reply dynamics with inertia ``update_prob``
+and the run's ``eps`` (MODEL.md section 4) take one step per stage. When they stop (at an
+equilibrium) their state is held; when they stop on a detected two-cycle the cycle is
+continued. ``br_distance`` is the mean over stages ``s = 1..S`` of the L1 distance
+``sum_a |d_learn[s, a] - d_br[s, a]|`` between the learners' distribution of stage
+actions after stage ``s`` and the dynamics' distribution after step ``s``.
+
+:func:`run_study` runs a study and writes its folder atomically (see
+:func:`write_study`): ``runs.csv``, ``convergence.csv``, ``shortest_stage_length.csv``,
+``info_speedup.csv``, ``series.csv`` (time series of the oscillation experiments),
+``config.json``, ``summary.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CLAIMS",
+    "RUN_COLUMNS",
+    "STUDY_FILES",
+    "InfoVariant",
+    "Experiment",
+    "Study",
+    "quick_study",
+    "full_study",
+    "select",
+    "study_convergence",
+    "br_trajectory",
+    "br_distance",
+    "median_with_failures",
+    "convergence_table",
+    "shortest_stage_length_table",
+    "info_speedup_table",
+    "run_experiment",
+    "run_study",
+    "write_study",
+    "check_study_folder",
+]
+
+#: Claims an experiment may serve (MODEL.md section 7, plus the oscillating cases).
+CLAIMS = ("C1", "C2", "C3", "C4", "C5", "oscillation")
+
+#: Columns of ``runs.csv``, in order.
+RUN_COLUMNS = (
+    "claims",
+    "experiment",
+    "game",
+    "game_params",
+    "num_agents",
+    "variant",
+    "info",
+    "info_sample_size",
+    "info_noise_std",
+    "stage_length",
+    "explore_prob",
+    "update_prob",
+    "num_stages",
+    "round_budget",
+    "eps",
+    "delta",
+    "hold_stages",
+    "seed",
+    "converged",
+    "convergence_round",
+    "final_nash_gap",
+    "final_best_reply_fraction",
+    "final_distance_to_equilibrium",
+    "br_distance",
+    "br_steps",
+    "br_converged",
+    "kernel",
+    "sweep_seconds",
+    "jaxstage_version",
+    "jax_version",
+)
+
+#: Every file a study folder may hold; an existing folder holding anything else is
+#: never replaced.
+STUDY_FILES = frozenset(
+    {
+        "runs.csv",
+        "convergence.csv",
+        "shortest_stage_length.csv",
+        "info_speedup.csv",
+        "series.csv",
+        "config.json",
+        "summary.md",
+        "rounds_vs_population.png",
+        "shortest_stage_length.png",
+        "info_speedup.png",
+        "br_distance.png",
+        "oscillation.png",
+    }
+)
+
+#: Share of seeds that must converge for a stage length to count as converging.
+CONVERGED_SHARE = 0.9
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoVariant:
+    """One information variant of an experiment (MODEL.md section 3).
+
+    Attributes:
+        label: name in the tables (e.g. ``"none"``, ``"payoffs m=100"``).
+        info: ``"none"``, ``"distribution"`` or ``"payoffs"``.
+        sample_size: ``None`` for exact information, else the sample size ``m``.
+        noise_std: Gaussian noise on the published distribution (distribution only).
+        stage_lengths: stage lengths for this variant (default: the experiment's).
+        update_probs: update probabilities for this variant (default: the experiment's).
+    """
+
+    label: str
+    info: str = "none"
+    sample_size: int | None = None
+    noise_std: float = 0.0
+    stage_lengths: tuple[int, ...] | None = None
+    update_probs: tuple[float, ...] | None = None
+
+
+NONE = InfoVariant("none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment: a game, populations, variants and stage lengths, many seeds.
+
+    Attributes:
+        name: unique name (a column of every table).
+        claims: the claims it serves, a subset of :data:`CLAIMS`.
+        game: built-in game name; ``game_params``: its constructor parameters.
+        populations: numbers of agents.
+        variants: information variants; the speed-up table compares each with the
+            variant labelled ``"none"`` (of this experiment, or of ``baseline``).
+        stage_lengths: stage lengths ``tau`` to run (each variant may override).
+        update_probs: update probabilities; all values run in the same batched sweep.
+        explore_prob: exploration probability.
+        round_budget: rounds per run; a run has ``round_budget // tau`` stages.
+        eps, delta: the (eps, delta)-equilibrium of the convergence criterion.
+        hold_stages: minimum number of final states in equilibrium to count as converged
+            (default: a tenth of the stages, at least 3).
+        baseline: name of another experiment whose ``"none"`` variant is the baseline.
+        series: also record the per-stage time series (nash gap, share at an eps-best
+            reply) of the first ``series_seeds`` seeds, for plots.
+    """
+
+    name: str
+    claims: tuple[str, ...]
+    game: str
+    populations: tuple[int, ...]
+    game_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    variants: tuple[InfoVariant, ...] = (NONE,)
+    stage_lengths: tuple[int, ...] = (10,)
+    update_probs: tuple[float, ...] = (0.1,)
+    explore_prob: float = 0.05
+    round_budget: int = 1000
+    eps: float = 0.05
+    delta: float = 0.05
+    hold_stages: int | None = None
+    baseline: str | None = None
+    series: bool = False
+    series_seeds: int = 3
+
+    def stages(self, tau: int) -> int:
+        """Number of stages of a run with stage length ``tau``."""
+        return max(1, self.round_budget // tau)
+
+    def hold(self, tau: int) -> int:
+        """The minimum equilibrium tail (in recorded states) for stage length ``tau``."""
+        if self.hold_stages is not None:
+            return self.hold_stages
+        return max(3, self.stages(tau) // 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A named list of experiments run with ``seeds`` seeds each (seeds ``0..seeds-1``)."""
+
+    name: str
+    experiments: tuple[Experiment, ...]
+    seeds: int = 10
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad value and the allowed set."""
+        from jaxstage.games import GAMES
+        from jaxstage.learner import INFO_MODES
+
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        names = [e.name for e in self.experiments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment names must be unique, got {names}")
+        for exp in self.experiments:
+            bad = [c for c in exp.claims if c not in CLAIMS]
+            if bad or not exp.claims:
+                raise ValueError(
+                    f"experiment {exp.name!r}: unknown claim(s) {bad}; valid: {', '.join(CLAIMS)}"
+                )
+            if exp.game not in GAMES:
+                raise ValueError(
+                    f"experiment {exp.name!r}: unknown game {exp.game!r}; "
+                    f"valid: {', '.join(sorted(GAMES))}"
+                )
+            if not exp.populations or min(exp.populations) < 1:
+                raise ValueError(f"experiment {exp.name!r}: populations must be >= 1")
+            if exp.round_budget < 1:
+                raise ValueError(f"experiment {exp.name!r}: round_budget must be >= 1")
+            if exp.baseline is not None and exp.baseline not in names:
+                raise ValueError(
+                    f"experiment {exp.name!r}: baseline {exp.baseline!r} is not an "
+                    f"experiment of the study ({', '.join(names)})"
+                )
+            for variant in exp.variants:
+                if variant.info not in INFO_MODES:
+                    raise ValueError(
+                        f"experiment {exp.name!r}: unknown info {variant.info!r}; "
+                        f"valid: {', '.join(INFO_MODES)}"
+                    )
+                taus = variant.stage_lengths or exp.stage_lengths
+                probs = variant.update_probs or exp.update_probs
+                if not taus or min(taus) < 1:
+                    raise ValueError(f"experiment {exp.name!r}: stage lengths must be >= 1")
+                if not probs or any(not 0 < p <= 1 for p in probs):
+                    raise ValueError(
+                        f"experiment {exp.name!r}: update_probs must lie in (0, 1], got {probs}"
+                    )
+
+    def config(self) -> dict[str, Any]:
+        """The whole definition as JSON-ready data."""
+        return {
+            "name": self.name,
+            "seeds": self.seeds,
+            "experiments": [dataclasses.asdict(e) for e in self.experiments],
+        }
+
+
+def _powers(low: int, high: int) -> tuple[int, ...]:
+    return tuple(10**e for e in range(low, high + 1))
+
+
+def _c3_c4_variants(fast_taus: tuple[int, ...], probs: tuple[float, ...]) -> tuple:
+    """Exact information at its own grid (small update_prob or one-round stages) plus the
+    plain learner's setting (tau=10, update 0.1) for the same-setting comparison."""
+    grid = {"stage_lengths": fast_taus, "update_probs": probs}
+    return (
+        InfoVariant("none", stage_lengths=(10,), update_probs=(0.1,)),
+        InfoVariant("distribution", "distribution", **grid),
+        InfoVariant("payoffs", "payoffs", **grid),
+    )
+
+
+def quick_study(seeds: int = 10) -> Study:
+    """Every claim at reduced scale (populations 10^2..10^5); a few minutes on a CPU."""
+    noisy = dict(stage_lengths=(1,), update_probs=(0.01,))
+    return Study(
+        "quick",
+        (
+            Experiment("congestion_core", ("C1", "C2", "C5"), "congestion", _powers(2, 5)),
+            Experiment(
+                "congestion_tau_search",
+                ("C2",),
+                "congestion",
+                _powers(2, 4),
+                stage_lengths=(2, 5, 10, 20),
+            ),
+            Experiment(
+                "beauty_contest", ("C1", "C5"), "beauty_contest", (100, 10_000), round_budget=500
+            ),
+            Experiment("adoption", ("C1", "C5"), "adoption", (100, 10_000), round_budget=500),
+            Experiment(
+                "random_linear_potential",
+                ("C1", "C5"),
+                "random_linear",
+                (100, 10_000),
+                game_params={"symmetric": True},
+                round_budget=500,
+            ),
+            Experiment(
+                "congestion_info",
+                ("C3",),
+                "congestion",
+                (1000, 10_000),
+                variants=_c3_c4_variants((1, 10), (0.01, 0.1)),
+            ),
+            Experiment(
+                "congestion_noisy_info",
+                ("C4",),
+                "congestion",
+                (10_000,),
+                variants=(
+                    InfoVariant("none", stage_lengths=(10,), update_probs=(0.1,)),
+                    InfoVariant("distribution m=10", "distribution", 10, **noisy),
+                    InfoVariant("distribution m=1000", "distribution", 1000, **noisy),
+                    InfoVariant("distribution std=0.01", "distribution", None, 0.01, **noisy),
+                    InfoVariant("distribution std=0.1", "distribution", None, 0.1, **noisy),
+                    InfoVariant("payoffs m=10", "payoffs", 10, **noisy),
+                    InfoVariant("payoffs m=1000", "payoffs", 1000, **noisy),
+                ),
+            ),
+            Experiment(
+                "minority_oscillation",
+                ("oscillation",),
+                "minority",
+                (1000, 10_000),
+                update_probs=(1.0, 0.1),
+                round_budget=500,
+                series=True,
+            ),
+            Experiment(
+                "congestion_oscillation",
+                ("oscillation",),
+                "congestion",
+                (1000, 10_000),
+                update_probs=(1.0, 0.1),
+                round_budget=500,
+                series=True,
+            ),
+        ),
+        seeds,
+    )
+
+
+def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
+    """Populations 10^2..10^``max_exponent``; the grid of issue 4 (tune here)."""
+    big = _powers(2, max_exponent)
+    mid = _powers(2, min(max_exponent, 6))
+    noisy = dict(stage_lengths=(1, 10), update_probs=(0.01, 0.1))
+    sizes = (10, 100, 1000)
+    stds = (0.01, 0.05, 0.1)
+    return Study(
+        "full",
+        (
+            Experiment("congestion_core", ("C1", "C2", "C5"), "congestion", big, round_budget=2000),
+            Experiment(
+                "congestion_tau_search",
+                ("C2",),
+                "congestion",
+                mid,
+                stage_lengths=(1, 2, 5, 10, 20, 50),
+                round_budget=2000,
+            ),
+            Experiment("beauty_contest", ("C1", "C5"), "beauty_contest", mid, round_budget=1000),
+            Experiment("adoption", ("C1", "C5"), "adoption", mid, round_budget=1000),
+            Experiment(
+                "random_linear_potential",
+                ("C1", "C5"),
+                "random_linear",
+                mid,
+                game_params={"symmetric": True},
+                round_budget=1000,
+            ),
+            Experiment(
+                "congestion_info",
+                ("C3",),
+                "congestion",
+                big,
+                variants=_c3_c4_variants((1, 10), (0.01, 0.03, 0.1)),
+                round_budget=2000,
+            ),
+            Experiment(
+                "congestion_noisy_info",
+                ("C4",),
+                "congestion",
+                mid,
+                variants=(InfoVariant("none", stage_lengths=(10,), update_probs=(0.1,)),)
+                + tuple(
+                    InfoVariant(f"distribution m={m}", "distribution", m, **noisy) for m in sizes
+                )
+                + tuple(
+                    InfoVariant(f"distribution std={s}", "distribution", None, s, **noisy)
+                    for s in stds
+                )
+                + tuple(InfoVariant(f"payoffs m={m}", "payoffs", m, **noisy) for m in sizes),
+                round_budget=2000,
+            ),
+            Experiment(
+                "minority_oscillation",
+                ("oscillation",),
+                "minority",
+                mid,
+                update_probs=(1.0, 0.1),
+                series=True,
+            ),
+            Experiment(
+                "congestion_oscillation",
+                ("oscillation",),
+                "congestion",
+                mid,
+                update_probs=(1.0, 0.1),
+                series=True,
+            ),
+        ),
+        seeds,
+    )
+
+
+def select(
+    study: Study,
+    *,
+    claims: Iterable[str] | None = None,
+    max_agents: int | None = None,
+    seeds: int | None = None,
+) -> Study:
+    """A study restricted to experiments serving ``claims`` and populations <= ``max_agents``.
+
+    Raises:
+        ValueError: an unknown claim, ``max_agents < 1`` or ``seeds < 1`` (before anything
+            runs), or nothing left to run.
+    """
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if max_agents is not None and max_agents < 1:
+        raise ValueError(f"max_agents must be >= 1, got {max_agents}")
+    wanted = None if claims is None else list(claims)
+    if wanted is not None:
+        bad = [c for c in wanted if c not in CLAIMS]
+        if bad or not wanted:
+            raise ValueError(f"unknown claim(s) {bad or wanted}; valid: {', '.join(CLAIMS)}")
+    experiments = []
+    for exp in study.experiments:
+        if wanted is not None and not set(exp.claims) & set(wanted):
+            continue
+        populations = tuple(n for n in exp.populations if max_agents is None or n <= max_agents)
+        if populations:
+            experiments.append(dataclasses.replace(exp, populations=populations))
+    # Keep the baselines the selected experiments need.
+    kept = {e.name for e in experiments}
+    for exp in list(experiments):
+        if exp.baseline and exp.baseline not in kept:
+            experiments = [e for e in experiments if e.name != exp.name]
+    if not experiments:
+        raise ValueError(
+            f"nothing to run: no experiment serves claims {wanted} with populations <= {max_agents}"
+        )
+    return dataclasses.replace(
+        study,
+        experiments=tuple(experiments),
+        seeds=study.seeds if seeds is None else seeds,
+    )
+
+
+# --------------------------------------------------------------------------- per-run measures
+
+
+def study_convergence(
+    in_equilibrium: Sequence[bool] | np.ndarray,
+    rounds: Sequence[int] | np.ndarray,
+    hold_stages: int,
+) -> int | None:
+    """The study's convergence round of one run (see the module docstring).
+
+    Args:
+        in_equilibrium: one flag per recorded state (index 0 = initial state).
+        rounds: rounds played before each recorded state (same length).
+        hold_stages: the equilibrium tail must have at least this many states.
+
+    Returns:
+        ``rounds[s]`` for the first state ``s`` from which the run stays in equilibrium to
+        the end, when that tail has at least ``hold_stages`` states; else ``None``.
+
+    Example:
+        >>> study_convergence([False, True, False, True, True, True], [0, 10, 20, 30, 40, 50], 3)
+        30
+        >>> study_convergence([False, False, False, False, True], [0, 1, 2, 3, 4], 3) is None
+        True
+    """
+    from jaxstage.metrics import convergence_stage
+
+    flags = np.asarray(in_equilibrium, dtype=bool)
+    if len(flags) != len(rounds):
+        raise ValueError(f"{len(flags)} flags for {len(rounds)} rounds")
+    stage = convergence_stage(flags, None)
+    if stage is None or len(flags) - stage < hold_stages:
+        return None
+    return int(rounds[stage])
+
+
+def br_trajectory(trajectory: np.ndarray, length: int, cycled: bool) -> np.ndarray:
+    """Extend a best-reply trajectory to ``length`` states (stopped: hold; cycled: repeat).
+
+    Args:
+        trajectory: ``(steps + 1, k)`` recorded distributions, initial state first.
+        length: number of states wanted.
+        cycled: the dynamics stopped on a detected two-cycle.
+
+    Returns:
+        ``(length, k)``.
+    """
+    trajectory = np.asarray(trajectory, dtype=np.float64)[:length]
+    if len(trajectory) >= length:
+        return trajectory
+    missing = length - len(trajectory)
+    if cycled and len(trajectory) >= 2:
+        last, before = trajectory[-1], trajectory[-2]
+        tail = np.stack([before if i % 2 == 0 else last for i in range(missing)])
+    else:
+        tail = np.repeat(trajectory[-1:], missing, axis=0)
+    return np.concatenate([trajectory, tail])
+
+
+def br_distance(learners: np.ndarray, best_reply: np.ndarray) -> float:
+    """Mean over stages ``1..S`` of the L1 distance between two ``(S+1, k)`` trajectories.
+
+    Example:
+        >>> br_distance(np.array([[.5, .5], [1., 0.], [1., 0.]]),
+        ...             np.array([[.5, .5], [.5, .5], [1., 0.]]))
+        0.5
+    """
+    learners, best_reply = np.asarray(learners, float), np.asarray(best_reply, float)
+    if learners.shape != best_reply.shape or learners.shape[0] < 2:
+        raise ValueError(
+            f"trajectories must have the same shape with >= 2 states, got {learners.shape} "
+            f"and {best_reply.shape}"
+        )
+    return float(np.mean(np.abs(learners[1:] - best_reply[1:]).sum(axis=1)))
+
+
+def _br_reference(game, result, update_prob: float, eps: float, seed: int) -> tuple:
+    """``(br_distance, br_steps or None, br_converged)`` of one run (module docstring)."""
+    from jaxstage.best_reply import best_reply_dynamics
+    from jaxstage.games import type_counts
+
+    states = result.distribution.shape[0]
+    sizes = type_counts(game.type_shares, int(result.config["num_agents"]))
+    by_type = np.asarray(result.distribution_by_type[0], dtype=np.float64)
+    counts = np.rint(by_type * np.asarray(sizes, np.float64)[:, None]).astype(np.int64)
+    if counts.shape[0] == 1:
+        counts = counts[0]
+    br = best_reply_dynamics(
+        game,
+        int(result.config["num_agents"]),
+        mode="simultaneous",
+        inertia=float(update_prob),
+        eps=eps,
+        initial=counts,
+        max_steps=states - 1,
+        seed=seed,
+        max_records=states,
+    )
+    path = br_trajectory(br.trajectory, states, br.cycled)
+    return (
+        br_distance(result.distribution, path),
+        (br.steps if br.converged else None),
+        (br.converged),
+    )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _cell(value: Any) -> Any:
+    """A plain Python value for the tables (numpy scalars converted, float32 shortened)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isfinite(value) and float(np.float32(value)) == value:
+            return float(str(np.float32(value)))
+        return value
+    return value
+
+
+def _sweep_runs(exp: Experiment, variant: InfoVariant, n: int, tau: int, seeds: int, kernel: str):
+    """One batched sweep: rows are (update_prob, seed) pairs. Returns (result, probs, seeds)."""
+    import jaxstage as js
+
+    game = js.make_game(exp.game, **exp.game_params)
+    probs = variant.update_probs or exp.update_probs
+    learner = js.StageLearning(
+        stage_length=tau,
+        explore_prob=exp.explore_prob,
+        update_prob=probs[0],
+        info=variant.info,
+        info_sample_size=variant.sample_size,
+        info_noise_std=variant.noise_std,
+    )
+    row_probs = [p for p in probs for _ in range(seeds)]
+    row_seeds = [s for _ in probs for s in range(seeds)]
+    result = js.sweep(
+        game,
+        learner,
+        n,
+        exp.stages(tau),
+        seeds=row_seeds,
+        update_prob=row_probs,
+        eps=exp.eps,
+        delta=exp.delta,
+        kernel=kernel,
+    )
+    return game, result, row_probs, row_seeds
+
+
+def run_experiment(
+    exp: Experiment,
+    seeds: int,
+    *,
+    kernel: str = "auto",
+    on_sweep: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run every sweep of one experiment.
+
+    Returns:
+        ``(runs, series)``: one row per run (columns :data:`RUN_COLUMNS`) and, for
+        experiments with ``series=True``, one row per recorded state of the first
+        ``series_seeds`` seeds of each sweep row group.
+    """
+    from jaxstage.simulation import _versions
+
+    versions = _versions()
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    for variant, n, tau in _sweep_keys(exp):
+        started = time.perf_counter()
+        game, result, row_probs, row_seeds = _sweep_runs(exp, variant, n, tau, seeds, kernel)
+        seconds = time.perf_counter() - started
+        for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
+            hold = exp.hold(tau)
+            convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
+            distance, steps, br_ok = _br_reference(game, run, prob, exp.eps, seed)
+            final_distance = run.distance_to_equilibrium
+            runs.append(
+                {
+                    "claims": ";".join(exp.claims),
+                    "experiment": exp.name,
+                    "game": exp.game,
+                    "game_params": json.dumps(exp.game_params, sort_keys=True),
+                    "num_agents": n,
+                    "variant": variant.label,
+                    "info": variant.info,
+                    "info_sample_size": variant.sample_size,
+                    "info_noise_std": variant.noise_std,
+                    "stage_length": tau,
+                    "explore_prob": exp.explore_prob,
+                    "update_prob": prob,
+                    "num_stages": exp.stages(tau),
+                    "round_budget": exp.round_budget,
+                    "eps": exp.eps,
+                    "delta": exp.delta,
+                    "hold_stages": hold,
+                    "seed": seed,
+                    "converged": convergence is not None,
+                    "convergence_round": convergence,
+                    "final_nash_gap": _cell(run.nash_gap[-1]),
+                    "final_best_reply_fraction": _cell(run.best_reply_fraction[-1]),
+                    "final_distance_to_equilibrium": None
+                    if final_distance is None
+                    else _cell(final_distance[-1]),
+                    "br_distance": distance,
+                    "br_steps": steps,
+                    "br_converged": br_ok,
+                    "kernel": run.config.get("kernel"),
+                    "sweep_seconds": round(seconds, 3),
+                    "jaxstage_version": versions["jaxstage"],
+                    "jax_version": versions["jax"],
+                }
+            )
+            if exp.series and seed < exp.series_seeds:
+                for s in range(len(run.rounds)):
+                    series.append(
+                        {
+                            "experiment": exp.name,
+                            "game": exp.game,
+                            "num_agents": n,
+                            "variant": variant.label,
+                            "stage_length": tau,
+                            "update_prob": prob,
+                            "seed": seed,
+                            "stage": s,
+                            "round": int(run.rounds[s]),
+                            "nash_gap": _cell(run.nash_gap[s]),
+                            "best_reply_fraction": _cell(run.best_reply_fraction[s]),
+                            "distribution": json.dumps(
+                                [round(float(x), 6) for x in run.distribution[s]]
+                            ),
+                        }
+                    )
+        if on_sweep is not None:
+            on_sweep(f"{exp.name} {variant.label} n={n:,} tau={tau}: {seconds:.1f} s")
+    return runs, series
+
+
+def _sweep_keys(exp: Experiment) -> list[tuple[InfoVariant, int, int]]:
+    return [
+        (variant, n, tau)
+        for variant in exp.variants
+        for n in exp.populations
+        for tau in (variant.stage_lengths or exp.stage_lengths)
+    ]
+
+
+# --------------------------------------------------------------------------- derived tables
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1")
+
+
+def _rounds_or_inf(row: dict[str, Any]) -> float:
+    if not _is_true(row["converged"]) or row.get("convergence_round") in (None, ""):
+        return math.inf
+    return float(row["convergence_round"])
+
+
+def median_with_failures(values: Sequence[float], q: float = 0.5) -> float | None:
+    """The ``q`` quantile of rounds, non-converged seeds counted as ``+inf``.
+
+    Uses the lower-median convention for an even count (the ``ceil(q * N)``-th smallest
+    value, at least the first), so the result is a value some seed achieved.
+    ``None`` when that value is ``+inf`` (too many seeds did not converge) or there are
+    no values.
+
+    Example:
+        >>> median_with_failures([100, 200, math.inf, math.inf])
+        200.0
+        >>> median_with_failures([100, math.inf, math.inf, math.inf]) is None
+        True
+    """
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
+        return None
+    index = max(0, math.ceil(q * len(ordered)) - 1)
+    value = ordered[index]
+    return None if math.isinf(value) else value
+
+
+def _group(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(_norm(row[k]) for k in keys), []).append(row)
+    return groups
+
+
+def _norm(value: Any) -> Any:
+    """Values read back from CSV as text compare equal to the originals."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _median(values: Sequence[float]) -> float | None:
+    finite = [float(v) for v in values if v not in (None, "") and math.isfinite(float(v))]
+    return float(np.median(finite)) if finite else None
+
+
+CONVERGENCE_KEYS = ("experiment", "game", "variant", "stage_length", "update_prob", "num_agents")
+
+
+def convergence_table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Convergence against population: one row per (experiment, game, variant, stage
+    length, update_prob, population).
+
+    Columns: the keys, ``round_budget``, ``seeds``, ``converged``, ``share_converged``,
+    ``median_rounds``, ``q25_rounds``, ``q75_rounds`` (over all seeds, non-converged as
+    ``+inf``, see :func:`median_with_failures`; ``None`` = not converged),
+    ``median_rounds_converged`` (over the converged seeds only), ``median_final_nash_gap``,
+    ``median_br_distance``.
+    """
+    table = []
+    for key, rows in _group(runs, CONVERGENCE_KEYS).items():
+        rounds = [_rounds_or_inf(r) for r in rows]
+        finite = [r for r in rounds if math.isfinite(r)]
+        table.append(
+            dict(zip(CONVERGENCE_KEYS, key, strict=True))
+            | {
+                "claims": rows[0]["claims"],
+                "info": rows[0]["info"],
+                "round_budget": _norm(rows[0]["round_budget"]),
+                "seeds": len(rows),
+                "converged": len(finite),
+                "share_converged": len(finite) / len(rows),
+                "median_rounds": median_with_failures(rounds, 0.5),
+                "q25_rounds": median_with_failures(rounds, 0.25),
+                "q75_rounds": median_with_failures(rounds, 0.75),
+                "median_rounds_converged": float(np.median(finite)) if finite else None,
+                "median_final_nash_gap": _median([r["final_nash_gap"] for r in rows]),
+                "median_br_distance": _median([r["br_distance"] for r in rows]),
+            }
+        )
+    return table
+
+
+def shortest_stage_length_table(
+    convergence: Sequence[dict[str, Any]], threshold: float = CONVERGED_SHARE
+) -> list[dict[str, Any]]:
+    """Per (experiment, game, variant, update_prob, population): the smallest stage length
+    whose share of converged seeds is at least ``threshold`` within the round budget.
+
+    Stage lengths are not assumed monotone: the smallest qualifying one is reported even
+    when a longer one fails. ``shortest_stage_length`` is ``None`` when none qualifies.
+    ``stage_lengths_tried`` and ``shares`` list what was run (ascending stage length).
+    """
+    keys = ("experiment", "game", "variant", "update_prob", "num_agents")
+    table = []
+    for key, rows in _group(convergence, keys).items():
+        rows = sorted(rows, key=lambda r: float(r["stage_length"]))
+        qualifying = [
+            _norm(r["stage_length"])
+            for r in rows
+            if float(r["share_converged"]) >= threshold - 1e-12
+        ]
+        table.append(
+            dict(zip(keys, key, strict=True))
+            | {
+                "round_budget": _norm(rows[0]["round_budget"]),
+                "threshold": threshold,
+                "shortest_stage_length": qualifying[0] if qualifying else None,
+                "stage_lengths_tried": ";".join(str(_norm(r["stage_length"])) for r in rows),
+                "shares": ";".join(f"{float(r['share_converged']):.2f}" for r in rows),
+            }
+        )
+    return table
+
+
+def _best_setting(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the smallest median rounds (ties: higher share, shorter tau)."""
+    if not rows:
+        return None
+
+    def score(r):
+        median = r["median_rounds"]
+        median = math.inf if median in (None, "") else float(median)
+        return (median, -float(r["share_converged"]), float(r["stage_length"]))
+
+    return min(rows, key=score)
+
+
+def _ratio(baseline: Any, other: Any) -> float | None:
+    """``baseline / other`` for median rounds; ``inf`` when only the baseline failed,
+    ``0`` when only ``other`` failed, ``None`` when both failed."""
+    b = math.inf if baseline in (None, "") else float(baseline)
+    o = math.inf if other in (None, "") else float(other)
+    if math.isinf(b) and math.isinf(o):
+        return None
+    if math.isinf(b):
+        return math.inf
+    if math.isinf(o):
+        return 0.0
+    return b / o
+
+
+def info_speedup_table(
+    convergence: Sequence[dict[str, Any]], experiments: Sequence[Experiment] = ()
+) -> list[dict[str, Any]]:
+    """Speed-up of each information variant over the ``"none"`` variant, per population.
+
+    For each experiment with a ``"none"`` variant (or a ``baseline`` experiment, looked up
+    in ``experiments``), each other variant and each population, two rows:
+
+    * ``comparison="own best"``: each side at its own best setting (the stage length and
+      update_prob with the smallest median rounds among those run);
+    * ``comparison="same setting"``: the variant at the baseline's best setting (only when
+      that setting was run for the variant).
+
+    ``speedup = median_rounds(none) / median_rounds(variant)``; ``inf`` when only the
+    baseline did not converge (lower bound: ``round_budget / median_rounds(variant)``),
+    ``0`` when only the variant did not, ``None`` when neither did.
+    """
+    baselines = {e.name: e.baseline for e in experiments}
+    by_exp = _group(convergence, ("experiment",))
+    table = []
+    for (name,), rows in by_exp.items():
+        base_rows = [r for r in rows if r["variant"] == "none"]
+        if not base_rows and baselines.get(name):
+            base_rows = [r for r in by_exp.get((baselines[name],), []) if r["variant"] == "none"]
+        if not base_rows:
+            continue
+        variants = sorted({r["variant"] for r in rows if r["variant"] != "none"})
+        populations = sorted({_norm(r["num_agents"]) for r in rows})
+        for n in populations:
+            base = _best_setting([r for r in base_rows if _norm(r["num_agents"]) == n])
+            if base is None:
+                continue
+            for variant in variants:
+                mine = [r for r in rows if r["variant"] == variant and _norm(r["num_agents"]) == n]
+                best = _best_setting(mine)
+                same = [
+                    r
+                    for r in mine
+                    if _norm(r["stage_length"]) == _norm(base["stage_length"])
+                    and _norm(r["update_prob"]) == _norm(base["update_prob"])
+                ]
+                for comparison, row in (
+                    ("own best", best),
+                    ("same setting", same[0] if same else None),
+                ):
+                    if row is None:
+                        continue
+                    table.append(
+                        {
+                            "experiment": name,
+                            "game": row["game"],
+                            "num_agents": n,
+                            "variant": variant,
+                            "info": row["info"],
+                            "comparison": comparison,
+                            "stage_length": _norm(row["stage_length"]),
+                            "update_prob": _norm(row["update_prob"]),
+                            "median_rounds": row["median_rounds"],
+                            "share_converged": row["share_converged"],
+                            "baseline_stage_length": _norm(base["stage_length"]),
+                            "baseline_update_prob": _norm(base["update_prob"]),
+                            "baseline_median_rounds": base["median_rounds"],
+                            "baseline_share_converged": base["share_converged"],
+                            "round_budget": _norm(row["round_budget"]),
+                            "speedup": _ratio(base["median_rounds"], row["median_rounds"]),
+                        }
+                    )
+    return table
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_study_folder(folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check that a study may be written to ``folder``; called before anything runs.
+
+    Raises:
+        ValueError: ``folder`` is a file; or a non-empty folder without ``overwrite``; or
+            it holds anything but study files (:data:`STUDY_FILES`), which is never
+            replaced.
+    """
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {str(path)!r} exists and is not a folder")
+    if path.is_dir():
+        entries = sorted(entry.name for entry in path.iterdir())
+        foreign = [n for n in entries if n not in STUDY_FILES or not (path / n).is_file()]
+        if foreign:
+            raise ValueError(
+                f"refusing to write the study into {str(path)!r}: it holds {foreign[:5]}, "
+                f"which are not study files ({', '.join(sorted(STUDY_FILES))})"
+            )
+        if entries and not overwrite:
+            raise ValueError(
+                f"output folder {str(path)!r} already holds a study; pass --overwrite "
+                f"(overwrite=True) or choose another folder"
+            )
+    return path
+
+
+@contextmanager
+def _atomic_folder(folder: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden temporary sibling to fill; rename it to ``folder`` on success."""
+    target = check_study_folder(folder, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = target.parent / f".{target.name}.partial-{tag}"
+    staging.mkdir()
+    try:
+        yield staging
+        check_study_folder(target, overwrite=overwrite)
+        if target.is_dir() and any(target.iterdir()):
+            retired = target.parent / f".{target.name}.old-{tag}"
+            os.replace(target, retired)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(retired, target)
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return "inf" if math.isinf(value) else repr(value)
+    return value
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Read a study table back (all values as text; empty = missing)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value in (None, ""):
+        return "—"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞"
+        return f"{value:.{digits}g}" if not value.is_integer() else f"{int(value):,}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(
+    study: Study,
+    convergence: Sequence[dict[str, Any]],
+    shortest: Sequence[dict[str, Any]],
+    speedup: Sequence[dict[str, Any]],
+    wall_seconds: float,
+    command: str,
+) -> str:
+    """The derived numbers per claim as markdown tables (no interpretation)."""
+    parts = [
+        f"# Study `{study.name}`: derived tables\n",
+        f"Command: `{command}`; {study.seeds} seeds per setting; total wall time "
+        f"{wall_seconds:.0f} s.\n",
+        "Rounds: medians and quartiles over all seeds, a non-converged seed counting as "
+        "+inf (— = not converged in at least that share of seeds). A run converged when "
+        "at least 1-delta of the agents play an eps-best reply from some stage to the end "
+        "of the run, for at least `hold_stages` recorded states.\n",
+    ]
+    conv_cols = (
+        "experiment",
+        "variant",
+        "stage_length",
+        "update_prob",
+        "num_agents",
+        "round_budget",
+        "share_converged",
+        "median_rounds",
+        "q25_rounds",
+        "q75_rounds",
+        "median_final_nash_gap",
+        "median_br_distance",
+    )
+    for claim in CLAIMS:
+        names = [e.name for e in study.experiments if claim in e.claims]
+        if not names:
+            continue
+        parts.append(f"## {claim}\n")
+        if claim == "C2":
+            rows = [r for r in shortest if r["experiment"] in names]
+            parts.append(
+                f"Shortest stage length converging in >= {CONVERGED_SHARE:.0%} of seeds "
+                "within the round budget:\n"
+            )
+            parts.append(
+                _md_table(
+                    rows,
+                    (
+                        "experiment",
+                        "variant",
+                        "update_prob",
+                        "num_agents",
+                        "round_budget",
+                        "shortest_stage_length",
+                        "stage_lengths_tried",
+                        "shares",
+                    ),
+                )
+            )
+        if claim in ("C3", "C4"):
+            rows = [r for r in speedup if r["experiment"] in names]
+            parts.append(
+                "Speed-up = median rounds (none) / median rounds (variant); `own best`: each "
+                "at its own best (stage length, update_prob) among those run; `same setting`: "
+                "the variant at the plain learner's best setting.\n"
+            )
+            parts.append(
+                _md_table(
+                    rows,
+                    (
+                        "experiment",
+                        "num_agents",
+                        "variant",
+                        "comparison",
+                        "stage_length",
+                        "update_prob",
+                        "median_rounds",
+                        "share_converged",
+                        "baseline_stage_length",
+                        "baseline_update_prob",
+                        "baseline_median_rounds",
+                        "speedup",
+                    ),
+                )
+            )
+        rows = [r for r in convergence if r["experiment"] in names]
+        parts.append(_md_table(rows, conv_cols))
+    return "\n".join(parts)
+
+
+def _log_scale(ax: Any, axis: str) -> None:
+    """Log scale on ``axis`` when the plotted data has finite positive values there
+    (matplotlib refuses a log axis without any)."""
+    usable = False
+    for line in ax.lines:
+        x = np.asarray(line.get_xdata(), dtype=float)
+        y = np.asarray(line.get_ydata(), dtype=float)
+        values = x if axis == "x" else y
+        usable |= bool(np.any(np.isfinite(x) & np.isfinite(y) & (values > 0)))
+    if usable:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _plots(
+    folder: Path,
+    convergence: Sequence[dict[str, Any]],
+    shortest: Sequence[dict[str, Any]],
+    speedup: Sequence[dict[str, Any]],
+    series: Sequence[dict[str, Any]],
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def num(value):
+        return math.nan if value in (None, "") else float(value)
+
+    def lines(rows, keys):
+        return _group(rows, keys).items()
+
+    # Rounds to converge against population, one panel per experiment.
+    experiments = sorted({r["experiment"] for r in convergence})
+    if experiments:
+        cols = min(3, len(experiments))
+        rows_n = math.ceil(len(experiments) / cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
+        for ax, name in zip(axes.flat, experiments, strict=False):
+            mine = [r for r in convergence if r["experiment"] == name]
+            for key, group in lines(mine, ("variant", "stage_length", "update_prob")):
+                group = sorted(group, key=lambda r: float(r["num_agents"]))
+                n = np.array([float(r["num_agents"]) for r in group])
+                med = np.array([num(r["median_rounds"]) for r in group])
+                low = med - np.array([num(r["q25_rounds"]) for r in group])
+                high = np.array([num(r["q75_rounds"]) for r in group]) - med
+                label = f"{key[0]}, tau={key[1]}, p={key[2]}"
+                ax.errorbar(n, med, yerr=[low, high], marker="o", capsize=3, label=label)
+            _log_scale(ax, "x")
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("agents")
+            ax.set_ylabel("median rounds to converge")
+            ax.legend(fontsize=6)
+        for ax in list(axes.flat)[len(experiments) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        fig.savefig(folder / "rounds_vs_population.png", dpi=110)
+        plt.close(fig)
+
+    if shortest:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, group in lines(shortest, ("experiment", "variant", "update_prob")):
+            group = sorted(group, key=lambda r: float(r["num_agents"]))
+            ax.plot(
+                [float(r["num_agents"]) for r in group],
+                [num(r["shortest_stage_length"]) for r in group],
+                marker="o",
+                label=f"{key[0]} {key[1]} p={key[2]}",
+            )
+        _log_scale(ax, "x")
+        ax.set_xlabel("agents")
+        ax.set_ylabel(f"shortest tau with >= {CONVERGED_SHARE:.0%} converged")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(folder / "shortest_stage_length.png", dpi=110)
+        plt.close(fig)
+
+    own_best = [r for r in speedup if r["comparison"] == "own best"]
+    if own_best:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, group in lines(own_best, ("experiment", "variant")):
+            group = sorted(group, key=lambda r: float(r["num_agents"]))
+            ax.plot(
+                [float(r["num_agents"]) for r in group],
+                [num(r["speedup"]) if num(r["speedup"]) < math.inf else np.nan for r in group],
+                marker="o",
+                label=f"{key[1]} ({key[0]})",
+            )
+        _log_scale(ax, "x")
+        _log_scale(ax, "y")
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xlabel("agents")
+        ax.set_ylabel("speed-up over no information (own best settings)")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(folder / "info_speedup.png", dpi=110)
+        plt.close(fig)
+
+    with_br = [r for r in convergence if r.get("median_br_distance") not in (None, "")]
+    if with_br:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, group in lines(with_br, ("experiment", "variant", "stage_length", "update_prob")):
+            if len(group) < 2:
+                continue
+            group = sorted(group, key=lambda r: float(r["num_agents"]))
+            ax.plot(
+                [float(r["num_agents"]) for r in group],
+                [num(r["median_br_distance"]) for r in group],
+                marker="o",
+                label=f"{key[0]} {key[1]} tau={key[2]} p={key[3]}",
+            )
+        _log_scale(ax, "x")
+        ax.set_xlabel("agents")
+        ax.set_ylabel("median L1 distance to best-reply dynamics")
+        ax.legend(fontsize=5)
+        fig.tight_layout()
+        fig.savefig(folder / "br_distance.png", dpi=110)
+        plt.close(fig)
+
+    if series:
+        panels = sorted({(r["experiment"], _norm(r["num_agents"])) for r in series})
+        fig, axes = plt.subplots(
+            len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False, sharex=False
+        )
+        for ax, (name, n) in zip(axes[:, 0], panels, strict=True):
+            mine = [r for r in series if r["experiment"] == name and _norm(r["num_agents"]) == n]
+            for key, group in lines(mine, ("update_prob", "seed")):
+                ax.plot(
+                    [float(r["round"]) for r in group],
+                    [num(r["nash_gap"]) for r in group],
+                    lw=0.8,
+                    label=f"update_prob={key[0]}, seed {key[1]}",
+                )
+            ax.set_title(f"{name}, {n:,} agents", fontsize=9)
+            ax.set_ylabel("eps-Nash gap")
+            ax.legend(fontsize=6)
+        axes[-1, 0].set_xlabel("round")
+        fig.tight_layout()
+        fig.savefig(folder / "oscillation.png", dpi=110)
+        plt.close(fig)
+
+
+def write_study(
+    folder: str | os.PathLike[str],
+    study: Study,
+    runs: Sequence[dict[str, Any]],
+    series: Sequence[dict[str, Any]],
+    *,
+    wall_seconds: float,
+    command: str,
+    overwrite: bool = False,
+    plots: bool = True,
+) -> Path:
+    """Write the tables, configuration, summary and plots of a study, atomically."""
+    from jaxstage.simulation import _versions
+
+    convergence = convergence_table(runs)
+    shortest = shortest_stage_length_table(convergence)
+    speedup = info_speedup_table(convergence, study.experiments)
+    config = {
+        "study": study.config(),
+        "versions": _versions(),
+        "command": command,
+        "wall_seconds": round(wall_seconds, 1),
+        "convergence": (
+            "converged: in (eps, delta)-equilibrium from some state to the end of the run, "
+            "for at least hold_stages states; medians over all seeds with non-converged "
+            "seeds as +inf"
+        ),
+        "br_distance": (
+            "mean over stages 1..S of the L1 distance between the learners' distribution "
+            "and simultaneous best-reply dynamics (inertia = update_prob, one step per "
+            "stage, same initial counts; held when stopped, two-cycle continued)"
+        ),
+    }
+    with _atomic_folder(folder, overwrite) as staging:
+        (staging / "runs.csv").write_text(_csv_text(runs, RUN_COLUMNS), encoding="utf-8")
+        (staging / "convergence.csv").write_text(_csv_text(convergence), encoding="utf-8")
+        (staging / "shortest_stage_length.csv").write_text(_csv_text(shortest), encoding="utf-8")
+        (staging / "info_speedup.csv").write_text(_csv_text(speedup), encoding="utf-8")
+        if series:
+            (staging / "series.csv").write_text(_csv_text(series), encoding="utf-8")
+        with open(staging / "config.json", "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, default=str)
+            handle.write("\n")
+        (staging / "summary.md").write_text(
+            summary_markdown(study, convergence, shortest, speedup, wall_seconds, command),
+            encoding="utf-8",
+        )
+        if plots:
+            _plots(staging, convergence, shortest, speedup, series)
+    return Path(folder)
+
+
+def run_study(
+    study: Study,
+    folder: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    kernel: str = "auto",
+    plots: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Validate, run every sweep of ``study`` and write its folder.
+
+    The folder is checked before anything runs and written atomically at the end, so an
+    interrupted study leaves no complete-looking folder.
+    """
+    from tqdm.auto import tqdm
+
+    study.validate()
+    check_study_folder(folder, overwrite=overwrite)
+    command = command or " ".join(["jaxstage"] + sys.argv[1:])
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    total = sum(len(_sweep_keys(e)) for e in study.experiments)
+    with tqdm(total=total, unit="sweep", disable=not progress, desc=study.name) as bar:
+        for exp in study.experiments:
+
+            def done(text: str) -> None:
+                bar.update(1)
+                bar.set_postfix_str(text[:60])
+
+            more_runs, more_series = run_experiment(exp, study.seeds, kernel=kernel, on_sweep=done)
+            runs.extend(more_runs)
+            series.extend(more_series)
+    return write_study(
+        folder,
+        study,
+        runs,
+        series,
+        wall_seconds=time.perf_counter() - started,
+        command=command,
+        overwrite=overwrite,
+        plots=plots,
+    )

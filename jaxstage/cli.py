@@ -1,4 +1,4 @@
-"""The ``jaxstage`` command line: ``games``, ``run``, ``br`` and ``demo``.
+"""The ``jaxstage`` command line: ``games``, ``run``, ``br``, ``demo`` and ``study``.
 
 * ``jaxstage games`` lists the built-in games with their parameters, Lipschitz constants,
   equilibria and what is known about their best-reply dynamics.
@@ -8,6 +8,9 @@
 * ``jaxstage br`` runs count-level best-reply dynamics (MODEL.md section 4).
 * ``jaxstage demo`` is the headline experiment: a million agents on the congestion game,
   learning without information and with published payoffs, in one results folder.
+* ``jaxstage study`` runs the convergence-versus-population study of MODEL.md section 7
+  (:mod:`jaxstage.study`): ``--quick`` at reduced scale, ``--full`` (default) up to 10^7
+  agents; tables, plots and ``summary.md`` in one folder.
 
 A TOML configuration has three tables, all optional::
 
@@ -443,6 +446,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- study
+
+STUDY_OUT = {"quick": "results/study-quick", "full": "results/study"}
+
+
+def _claims(text: str) -> list[str]:
+    """``--claims C1,C3``: a comma-separated list of claims of :data:`jaxstage.study.CLAIMS`."""
+    from jaxstage.study import CLAIMS
+
+    claims = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in claims if c not in CLAIMS]
+    if bad or not claims:
+        raise argparse.ArgumentTypeError(
+            f"unknown claim(s) {bad or [text]}; valid: {', '.join(CLAIMS)}"
+        )
+    return claims
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from jaxstage import study as st
+
+    mode = "quick" if args.quick else "full"
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    base = st.quick_study() if mode == "quick" else st.full_study()
+    chosen = st.select(base, claims=args.claims, max_agents=args.max_agents, seeds=args.seeds)
+    chosen.validate()
+    out = args.out or STUDY_OUT[mode]
+    st.check_study_folder(out, overwrite=args.overwrite)
+    sweeps = sum(len(st._sweep_keys(e)) for e in chosen.experiments)
+    print(
+        f"study {mode}: {len(chosen.experiments)} experiments, {sweeps} sweeps of "
+        f"{chosen.seeds} seeds; writing {out}",
+        file=sys.stderr,
+    )
+    folder = st.run_study(
+        chosen,
+        out,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        command=" ".join(["jaxstage", "study"] + list(args.argv_rest)),
+    )
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    print(f"wrote {folder} in {config['wall_seconds']:.0f} s (see {folder / 'summary.md'})")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -540,6 +590,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("--no-plot", action="store_true", help="do not write plot.png")
     demo.set_defaults(handler=_cmd_demo)
+
+    study = commands.add_parser(
+        "study",
+        help="the convergence-versus-population study (claims C1-C5 of MODEL.md)",
+        allow_abbrev=False,
+    )
+    size = study.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_true", help="every claim at reduced scale (a few minutes)"
+    )
+    size.add_argument("--full", action="store_true", help="10^2..10^7 agents (the default)")
+    study.add_argument(
+        "--out",
+        metavar="FOLDER",
+        help="study folder (default results/study-quick or results/study)",
+    )
+    study.add_argument("--seeds", type=_count, metavar="N", help="seeds per setting (default 10)")
+    study.add_argument(
+        "--max-agents", type=_count, metavar="N", help="drop populations larger than N"
+    )
+    study.add_argument(
+        "--claims", type=_claims, metavar="C1,C3,...", help="only experiments serving these claims"
+    )
+    study.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
+    study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study.set_defaults(handler=_cmd_study)
     return parser
 
 
@@ -559,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help, --version or a usage error
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    args.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return int(args.handler(args))
     except (ValueError, TypeError) as error:

@@ -1,0 +1,404 @@
+"""Tests of the study runner's own logic (jaxstage/study.py): convergence detection,
+derived tables, the distance to best-reply dynamics, a tiny real study and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxstage import study as st
+from jaxstage.cli import main
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run_row(
+    rounds: float | None,
+    *,
+    experiment: str = "e",
+    variant: str = "none",
+    tau: int = 10,
+    update: float = 0.1,
+    n: int = 100,
+    budget: int = 1000,
+) -> dict:
+    """A hand-made runs-table row; ``rounds=None`` = not converged."""
+    return {
+        "claims": "C1",
+        "experiment": experiment,
+        "game": "congestion",
+        "variant": variant,
+        "info": variant.split()[0],
+        "stage_length": tau,
+        "update_prob": update,
+        "num_agents": n,
+        "round_budget": budget,
+        "converged": rounds is not None,
+        "convergence_round": rounds,
+        "final_nash_gap": 0.1,
+        "br_distance": 0.2,
+    }
+
+
+def conv_row(share: float, median: float | None, **keys) -> dict:
+    """A hand-made convergence-table row."""
+    row = {
+        "experiment": "e",
+        "game": "congestion",
+        "variant": "none",
+        "info": "none",
+        "stage_length": 10,
+        "update_prob": 0.1,
+        "num_agents": 100,
+        "round_budget": 1000,
+        "share_converged": share,
+        "median_rounds": median,
+    }
+    row.update(keys)
+    return row
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def test_convergence_needs_equilibrium_to_the_end():
+    flags = [False, True, True, False, True, True, True, True]
+    rounds = [0, 10, 20, 30, 40, 50, 60, 70]
+    assert st.study_convergence(flags, rounds, hold_stages=3) == 40
+
+
+def test_convergence_rejects_a_short_final_tail():
+    # In equilibrium only in the last two states: not enough with hold_stages=3.
+    flags = [False, False, False, True, True]
+    assert st.study_convergence(flags, [0, 5, 10, 15, 20], hold_stages=3) is None
+    assert st.study_convergence(flags, [0, 5, 10, 15, 20], hold_stages=2) == 15
+
+
+def test_convergence_none_when_equilibrium_is_left():
+    flags = [True, True, True, True, False]
+    assert st.study_convergence(flags, [0, 1, 2, 3, 4], hold_stages=1) is None
+
+
+def test_convergence_from_the_start_is_round_zero():
+    assert st.study_convergence([True] * 4, [0, 7, 14, 21], hold_stages=4) == 0
+
+
+def test_convergence_checks_lengths():
+    with pytest.raises(ValueError, match="flags"):
+        st.study_convergence([True, True], [0], hold_stages=1)
+
+
+def test_default_hold_is_a_tenth_of_the_stages_at_least_three():
+    exp = st.Experiment("e", ("C1",), "congestion", (100,), round_budget=1000)
+    assert exp.stages(10) == 100
+    assert exp.hold(10) == 10
+    assert exp.hold(100) == 3
+    assert st.Experiment("e", ("C1",), "congestion", (100,), hold_stages=7).hold(10) == 7
+
+
+# --------------------------------------------------------------------------- medians
+
+
+def test_median_with_failures_counts_non_converged_as_infinite():
+    inf = math.inf
+    assert st.median_with_failures([100, 300, 200]) == 200
+    assert st.median_with_failures([100, 200, inf, inf]) == 200  # lower median
+    assert st.median_with_failures([100, inf, inf]) is None
+    assert st.median_with_failures([100, 200, 300, inf], 0.25) == 100
+    assert st.median_with_failures([100, 200, 300, inf], 0.75) == 300
+    assert st.median_with_failures([100, 200, 300, inf], 1.0) is None
+    assert st.median_with_failures([]) is None
+
+
+def test_convergence_table_with_non_converged_seeds():
+    runs = [run_row(100), run_row(300), run_row(None), run_row(200), run_row(None)]
+    runs += [run_row(50, n=1000), run_row(None, n=1000), run_row(None, n=1000)]
+    table = {row["num_agents"]: row for row in st.convergence_table(runs)}
+    small, big = table[100], table[1000]
+    assert small["seeds"] == 5 and small["converged"] == 3
+    assert small["share_converged"] == pytest.approx(0.6)
+    assert small["median_rounds"] == 300  # 100, 200, 300, inf, inf
+    assert small["q25_rounds"] == 200
+    assert small["q75_rounds"] is None
+    assert small["median_rounds_converged"] == 200
+    assert big["median_rounds"] is None  # two of three failed
+    assert big["median_rounds_converged"] == 50
+
+
+def test_convergence_table_reads_csv_text():
+    runs = [run_row(100), run_row(None)]
+    text = [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in runs]
+    (row,) = st.convergence_table(text)
+    assert row["converged"] == 1
+    assert row["median_rounds"] == 100
+    assert row["stage_length"] == 10 and row["num_agents"] == 100
+
+
+# --------------------------------------------------------------------------- shortest tau
+
+
+def shortest(rows):
+    return {
+        r["num_agents"]: r["shortest_stage_length"] for r in st.shortest_stage_length_table(rows)
+    }
+
+
+def test_shortest_stage_length_none_qualifies():
+    rows = [conv_row(0.8, 500, stage_length=t) for t in (1, 5, 10)]
+    assert shortest(rows) == {100: None}
+
+
+def test_shortest_stage_length_exactly_ninety_percent_qualifies():
+    rows = [conv_row(0.8, 500, stage_length=2), conv_row(0.9, 500, stage_length=5)]
+    rows.append(conv_row(1.0, 500, stage_length=10))
+    assert shortest(rows) == {100: 5}
+    # As read back from a CSV (text), 9 of 10 seeds.
+    rows = [conv_row(str(9 / 10), "500", stage_length="5"), conv_row("0.5", "", stage_length="2")]
+    assert shortest(rows) == {100: 5}
+
+
+def test_shortest_stage_length_non_monotone():
+    rows = [
+        conv_row(0.5, None, stage_length=1),
+        conv_row(1.0, 400, stage_length=2),
+        conv_row(0.3, None, stage_length=5),
+        conv_row(1.0, 300, stage_length=10),
+    ]
+    rows += [
+        conv_row(0.2, None, stage_length=10, num_agents=1000),
+        conv_row(0.95, 100, stage_length=5, num_agents=1000),
+        conv_row(0.1, None, stage_length=2, num_agents=1000),
+    ]
+    table = {r["num_agents"]: r for r in st.shortest_stage_length_table(rows)}
+    assert table[100]["shortest_stage_length"] == 2
+    assert table[1000]["shortest_stage_length"] == 5
+    assert table[1000]["stage_lengths_tried"] == "2;5;10"
+    assert table[1000]["shares"] == "0.10;0.95;0.20"
+
+
+# --------------------------------------------------------------------------- info speed-up
+
+
+def test_info_speedup_own_best_and_same_setting():
+    rows = [
+        conv_row(1.0, 1000),  # none, tau 10, p 0.1
+        conv_row(1.0, 2000, stage_length=20),
+        conv_row(1.0, 100, variant="payoffs", info="payoffs", stage_length=1, update_prob=0.01),
+        conv_row(0.2, None, variant="payoffs", info="payoffs"),  # at none's setting: herding
+    ]
+    table = {r["comparison"]: r for r in st.info_speedup_table(rows)}
+    best, same = table["own best"], table["same setting"]
+    assert best["speedup"] == pytest.approx(10.0)
+    assert (best["stage_length"], best["update_prob"]) == (1, 0.01)
+    assert (best["baseline_stage_length"], best["baseline_update_prob"]) == (10, 0.1)
+    assert same["speedup"] == 0.0  # only the variant failed
+    assert (same["stage_length"], same["update_prob"]) == (10, 0.1)
+
+
+def test_info_speedup_non_converged_baseline_and_both():
+    rows = [
+        conv_row(0.0, None),
+        conv_row(1.0, 250, variant="distribution", info="distribution"),
+        conv_row(0.0, None, variant="payoffs", info="payoffs"),
+    ]
+    table = {r["variant"]: r for r in st.info_speedup_table(rows)}
+    assert table["distribution"]["speedup"] == math.inf
+    assert table["payoffs"]["speedup"] is None
+
+
+def test_info_speedup_uses_baseline_experiment_per_population():
+    rows = [
+        conv_row(1.0, 800, experiment="base"),
+        conv_row(1.0, 400, experiment="base", num_agents=1000),
+        conv_row(1.0, 200, experiment="noisy", variant="payoffs m=10", info="payoffs"),
+        conv_row(1.0, 100, experiment="noisy", variant="payoffs m=10", num_agents=1000),
+    ]
+    base = st.Experiment("base", ("C3",), "congestion", (100, 1000))
+    noisy = st.Experiment("noisy", ("C4",), "congestion", (100, 1000), baseline="base")
+    table = st.info_speedup_table(rows, [base, noisy])
+    got = {(r["num_agents"], r["comparison"]): r["speedup"] for r in table}
+    assert got == {
+        (100, "own best"): 4.0,
+        (100, "same setting"): 4.0,
+        (1000, "own best"): 4.0,
+        (1000, "same setting"): 4.0,
+    }
+
+
+# --------------------------------------------------------------------------- br distance
+
+
+def test_br_trajectory_holds_a_stopped_state_and_continues_a_cycle():
+    path = np.array([[0.5, 0.5], [0.2, 0.8]])
+    held = st.br_trajectory(path, 4, cycled=False)
+    np.testing.assert_allclose(held, [[0.5, 0.5], [0.2, 0.8], [0.2, 0.8], [0.2, 0.8]])
+    cycle = np.array([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]])
+    extended = st.br_trajectory(cycle, 6, cycled=True)
+    np.testing.assert_allclose(extended[3:], [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(st.br_trajectory(cycle, 2, cycled=True), cycle[:2])
+
+
+def test_br_distance_mean_l1_over_stages():
+    learners = np.array([[0.5, 0.5], [0.6, 0.4], [0.7, 0.3]])
+    br = np.array([[0.5, 0.5], [0.5, 0.5], [0.7, 0.3]])
+    assert st.br_distance(learners, br) == pytest.approx((0.2 + 0.0) / 2)
+    assert st.br_distance(learners, learners) == 0.0
+    with pytest.raises(ValueError):
+        st.br_distance(learners, br[:2])
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_select_filters_claims_and_populations():
+    study = st.quick_study()
+    chosen = st.select(study, claims=["C3"], max_agents=1000, seeds=3)
+    assert {e.name for e in chosen.experiments} == {"congestion_info"}
+    assert chosen.experiments[0].populations == (1000,)
+    assert chosen.seeds == 3
+    with pytest.raises(ValueError, match="C9.*valid: C1"):
+        st.select(study, claims=["C9"])
+    with pytest.raises(ValueError, match="nothing to run"):
+        st.select(study, max_agents=10)
+
+
+def test_presets_are_valid_and_reach_their_scale():
+    quick, full = st.quick_study(), st.full_study()
+    quick.validate()
+    full.validate()
+    assert max(max(e.populations) for e in full.experiments) == 10**7
+    assert min(min(e.populations) for e in full.experiments) == 10**2
+    for study in (quick, full):
+        assert study.seeds >= 10
+        served = {c for e in study.experiments for c in e.claims}
+        assert served == set(st.CLAIMS)
+
+
+def test_validate_names_the_bad_value():
+    bad = st.Study("x", (st.Experiment("e", ("C7",), "congestion", (100,)),))
+    with pytest.raises(ValueError, match="C7.*valid: C1, C2"):
+        bad.validate()
+    bad = st.Study("x", (st.Experiment("e", ("C1",), "nope", (100,)),))
+    with pytest.raises(ValueError, match="'nope'.*congestion"):
+        bad.validate()
+
+
+# --------------------------------------------------------------------------- a tiny real study
+
+
+TINY = st.Study(
+    "tiny",
+    (
+        st.Experiment(
+            "tiny_core",
+            ("C1", "C5"),
+            "congestion",
+            (100,),
+            stage_lengths=(5,),
+            round_budget=20,
+            series=True,
+            series_seeds=1,
+        ),
+    ),
+    seeds=2,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study") / "tiny"
+    st.run_study(TINY, folder, progress=False, command="test", plots=True)
+    return folder
+
+
+def test_tiny_study_writes_every_table(tiny_study):
+    names = {p.name for p in tiny_study.iterdir()}
+    for name in ("runs.csv", "convergence.csv", "shortest_stage_length.csv", "config.json"):
+        assert name in names
+    assert {"summary.md", "series.csv", "rounds_vs_population.png"} <= names
+    assert names <= st.STUDY_FILES
+    assert not [p for p in tiny_study.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_tiny_study_runs_table(tiny_study):
+    runs = st.read_csv(tiny_study / "runs.csv")
+    assert list(runs[0]) == list(st.RUN_COLUMNS)
+    assert len(runs) == 2
+    assert sorted(r["seed"] for r in runs) == ["0", "1"]
+    for row in runs:
+        assert row["experiment"] == "tiny_core" and row["game"] == "congestion"
+        assert row["num_agents"] == "100" and row["stage_length"] == "5"
+        assert row["num_stages"] == "4" and row["round_budget"] == "20"
+        assert row["claims"] == "C1;C5"
+        assert row["converged"] in ("True", "False")
+        assert (row["convergence_round"] == "") == (row["converged"] == "False")
+        assert 0 <= float(row["final_best_reply_fraction"]) <= 1
+        assert float(row["br_distance"]) >= 0
+        assert row["jax_version"] and row["kernel"]
+    (conv,) = st.read_csv(tiny_study / "convergence.csv")
+    assert conv["seeds"] == "2"
+    series = st.read_csv(tiny_study / "series.csv")
+    assert len(series) == 5  # seed 0 only, initial state + 4 stages
+    summary = (tiny_study / "summary.md").read_text()
+    assert "## C1" in summary and "## C5" in summary and "tiny_core" in summary
+
+
+def test_tiny_study_refuses_to_overwrite_without_flag(tiny_study):
+    runs = st.read_csv(tiny_study / "runs.csv")
+    with pytest.raises(ValueError, match="already holds a study"):
+        st.write_study(tiny_study, TINY, runs, [], wall_seconds=1.0, command="x")
+    st.write_study(
+        tiny_study, TINY, runs, [], wall_seconds=1.0, command="again", overwrite=True, plots=False
+    )
+    assert "again" in (tiny_study / "config.json").read_text()
+    assert not (tiny_study / "series.csv").exists()
+
+
+def test_interrupted_write_leaves_no_folder(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(st, "_plots", boom)
+    runs = [run_row(100)]
+    with pytest.raises(RuntimeError):
+        st.write_study(tmp_path / "out", TINY, runs, [], wall_seconds=1.0, command="x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        st.check_study_folder(tmp_path, overwrite=True)
+    with pytest.raises(ValueError, match="notes.txt"):
+        st.write_study(tmp_path, TINY, [run_row(1)], [], wall_seconds=0, command="", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--claims", "C1,C9"], "C9"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--max-agents", "0"], "max_agents must be >= 1"),
+        (["--quick", "--full"], "not allowed with"),
+    ],
+)
+def test_cli_rejects_bad_input(argv, message, capsys, tmp_path):
+    assert main(["study", "--out", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "C9" in message:
+        assert "oscillation" in err  # names the allowed set
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_refuses_a_foreign_folder(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("keep")
+    assert main(["study", "--quick", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "data.csv" in capsys.readouterr().err
+    assert (tmp_path / "data.csv").read_text() == "keep"

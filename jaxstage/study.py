@@ -1235,11 +1235,20 @@ def _plots(
             for key, group in lines(mine, ("variant", "stage_length", "update_prob")):
                 group = sorted(group, key=lambda r: float(r["num_agents"]))
                 n = np.array([float(r["num_agents"]) for r in group])
+                budget = np.array([float(r["round_budget"]) for r in group])
                 med = np.array([num(r["median_rounds"]) for r in group])
-                low = med - np.array([num(r["q25_rounds"]) for r in group])
-                high = np.array([num(r["q75_rounds"]) for r in group]) - med
+                # A quartile that did not converge is above the budget: drawn to it.
+                q25 = np.array([num(r["q25_rounds"]) for r in group])
+                q75 = np.array([num(r["q75_rounds"]) for r in group])
+                low = med - np.where(np.isnan(q25), budget, q25)
+                high = np.where(np.isnan(q75), budget, q75) - med
                 label = f"{key[0]}, tau={key[1]}, p={key[2]}"
-                ax.errorbar(n, med, yerr=[low, high], marker="o", capsize=3, label=label)
+                bars = ax.errorbar(n, med, yerr=[low, high], marker="o", capsize=3, label=label)
+                failed = np.isnan(med)
+                if failed.any():  # median not converged: an x at the budget
+                    color = bars[0].get_color()
+                    ax.plot(n[failed], budget[failed], "x", color=color, markersize=8)
+            ax.plot([], [], "kx", label="x: median not converged (at budget)")
             _log_scale(ax, "x")
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("agents")

@@ -7,10 +7,16 @@ games with the default additive Gaussian noise, in every information mode:
   types are recomputed from agent indices). Within a stage, agents are processed in
   blocks of ``block_size``, so temporaries are per block, not per population.
 * **Two passes.** A round's payoffs depend on that round's counts only, and every random
-  number is a pure function of (seed, stage, round, stream, agent index)
-  (:mod:`jaxstage.counter_rng`). Pass 1 recomputes every agent's played action of every
-  round to count them; pass 2 recomputes them again, now with the round payoffs known,
-  to accumulate each agent's observations and take the stage-end decision.
+  number is a pure function of its coordinates (:mod:`jaxstage.counter_rng`). Pass 1
+  computes every round's counts; pass 2 recomputes the same random numbers, now with the
+  round payoffs known, to accumulate each agent's observations and take the stage-end
+  decision.
+* **Exploration as events** (when every stage explores with probability at most
+  ``events.MAX_EVENT_EXPLORE_PROB``, the usual case): only the exploring agent-rounds are
+  drawn, as geometric skips (:mod:`jaxstage.events`); counts and own payoff sums follow
+  from the stage actions and those events, so a stage costs ``O(k)`` per agent plus
+  ``O(1)`` per exploration, independent of the stage length. Otherwise the kernel loops
+  over rounds, drawing (seed, stage, round, agent)-keyed numbers for every agent-round.
 * **Aggregated noise.** An agent's payoff noise enters its stage only through the sum
   over the rounds it played each action; ``m`` i.i.d. ``N(0, sigma^2)`` draws sum to
   ``N(0, m sigma^2)``, so one normal per (agent, action) replaces one per agent-round.
@@ -29,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxstage import counter_rng as crng
+from jaxstage import events as ev
 from jaxstage.decisions import (
     StageRecord,
     choose_candidates,
@@ -50,10 +57,24 @@ def supports_fast(game: AnonymousGame) -> bool:
     return game.uses_gaussian_noise()
 
 
-def choose_block_size(num_agents: int, num_actions: int) -> int:
-    """Agents per block: about 2**18 per-agent values of the widest temporary (k of them)."""
+#: Most event slots a block draws at once (their temporaries take about 50 bytes each).
+MAX_BLOCK_SLOTS = 2**19
+
+
+def choose_block_size(num_agents: int, num_actions: int, event_capacity: int = 0) -> int:
+    """Agents per block: about 2**18 per-agent values of the widest temporary (k of them),
+    and at most :data:`MAX_BLOCK_SLOTS` exploration-event slots per batch."""
     target = max(2**12, 2 ** (18 - max(0, math.ceil(math.log2(num_actions)) - 1)))
+    if event_capacity:
+        chunks = max(1, MAX_BLOCK_SLOTS // event_capacity)
+        target = min(target, ev.EVENT_CHUNK * 2 ** math.floor(math.log2(chunks)))
     return int(min(target, 2 ** math.ceil(math.log2(max(num_agents, 1)))))
+
+
+def event_slots_per_block(block_size: int, event_capacity: int) -> int:
+    """Exploration-event slots one block draws per batch."""
+    extra = 0 if block_size % ev.EVENT_CHUNK == 0 else 1
+    return (-(-block_size // ev.EVENT_CHUNK) + extra) * event_capacity
 
 
 def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
@@ -105,6 +126,209 @@ def _round_counts(spec, params, seed, stage, actions, stage_length):
 
     start = jnp.zeros((spec.max_stage_length, width), jnp.int32)
     return jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+
+
+def _block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
+    """Event chunks overlapping the block that starts at agent ``start``."""
+    extra = 0 if spec.block_size % ev.EVENT_CHUNK == 0 else 1  # a misaligned block straddles
+    num_chunks = -(-spec.block_size // ev.EVENT_CHUNK) + extra
+    return start // ev.EVENT_CHUNK + jnp.arange(num_chunks, dtype=jnp.int32)
+
+
+def _in_block(spec: RunSpec, agent: jax.Array, start: jax.Array) -> jax.Array:
+    return (agent >= start) & (agent < start + spec.block_size) & (agent < spec.num_agents)
+
+
+def _event_round_counts(spec, params, seed, stage, actions, stage_length):
+    """Pass 1 from exploration events: stage-action counts in every round, moved by events."""
+    k, width, rounds = spec.num_actions, spec.num_types * spec.num_actions, spec.max_stage_length
+    key = crng.stream_key(seed, stage, _EXPLORE)
+    unused = rounds * width  # the cell that collects masked-out updates
+
+    def one_block(block, state):
+        base, moves = state
+        start, _, stage_actions, valid, types = _block(spec, actions, block)
+        base = base + _count(types * k + stage_actions, valid, width)
+
+        def consume(events, moves):
+            ok = events.inside & _in_block(spec, events.agent, start)
+            agent = jnp.where(ok, events.agent, 0)
+            own = actions[agent].astype(jnp.int32)
+            moved = ok & (events.action != own)
+            cell = events.round * width + _types_of(spec, agent) * k
+            # Two scatters: one scatter of the concatenated updates is 1.5 times slower.
+            leave = jnp.where(moved, cell + own, unused).ravel()
+            arrive = jnp.where(moved, cell + events.action, unused).ravel()
+            return moves.at[leave].add(-1).at[arrive].add(1)
+
+        moves = ev.for_each_batch(
+            key,
+            _block_chunks(spec, start),
+            params.explore_prob[stage],
+            stage_length,
+            spec.event_capacity,
+            k,
+            consume,
+            moves,
+        )
+        return base, moves
+
+    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32))
+    base, moves = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    in_stage = (jnp.arange(rounds) < stage_length)[:, None]
+    return jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
+
+
+def _event_own_sums(
+    spec,
+    params,
+    seed,
+    stage,
+    actions,
+    chunks,
+    column_of,
+    own,
+    round_payoffs,
+    stage_length,
+):
+    """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
+
+    ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
+    ``column_of(events)`` gives each event's column and whether it belongs to one.
+    """
+    k, num_types = spec.num_actions, spec.num_types
+    index, stage_actions, valid, types = own
+    columns = index.shape[0]
+    table = round_payoffs.reshape(-1)
+    noise_std = params.game["noise_std"]
+
+    def consume(events, state):
+        explored, forgone = state
+        column, ok = column_of(events)
+        agent = jnp.where(ok, events.agent, 0)
+        stage_action = actions[agent].astype(jnp.int32)
+        away = ok & (events.action != stage_action)
+        row = (events.round * num_types + _types_of(spec, agent)) * k
+        paid = table[row + events.action] + noise_std * events.noise()
+        ones = jnp.ones(paid.size, jnp.float32)
+        # (payoff, 1) pairs: one scatter adds both a sum and its observation count
+        # (float32 counts are exact far beyond any stage length).
+        cell = jnp.where(away, events.action * columns + column, k * columns).ravel()
+        explored = explored.at[cell].add(jnp.stack([paid.ravel(), ones], axis=1))
+        own_cell = jnp.where(away, column, columns).ravel()
+        lost = jnp.stack([table[row + stage_action].ravel(), ones], axis=1)
+        return explored, forgone.at[own_cell].add(lost)
+
+    start = (jnp.zeros((k * columns + 1, 2), jnp.float32), jnp.zeros((columns + 1, 2), jnp.float32))
+    explored, forgone = ev.for_each_batch(
+        crng.stream_key(seed, stage, _EXPLORE),
+        chunks,
+        params.explore_prob[stage],
+        stage_length,
+        spec.event_capacity,
+        k,
+        consume,
+        start,
+    )
+    sums = explored[:-1, 0].reshape(k, columns)
+    counts = explored[:-1, 1].astype(jnp.int32).reshape(k, columns)
+    missing = forgone[:-1, 1].astype(jnp.int32)
+    in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
+    stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
+    stayed = stage_length - missing
+    own_noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+    own_sum = (
+        stage_totals[types, stage_actions]
+        - forgone[:-1, 0]
+        + noise_std * jnp.sqrt(stayed.astype(jnp.float32)) * own_noise
+    )
+    is_own = jnp.arange(k)[:, None] == stage_actions[None, :]
+    sums = jnp.where(is_own, own_sum[None, :], sums)
+    counts = jnp.where(is_own, stayed[None, :], counts)
+    return sums, jnp.where(valid[None, :], counts, 0)
+
+
+def _block_own_sums(spec, params, seed, stage, actions, block_view, round_payoffs, stage_length):
+    """Pass 2 for one block of agents, by events or by rounds."""
+    start, index, stage_actions, valid, types = block_view
+    if spec.event_capacity == 0:
+        return _own_sums(
+            spec,
+            params,
+            seed,
+            stage,
+            index,
+            stage_actions,
+            valid,
+            types,
+            round_payoffs,
+            stage_length,
+        )
+
+    def column_of(events):
+        return events.agent - start, events.inside & _in_block(spec, events.agent, start)
+
+    return _event_own_sums(
+        spec,
+        params,
+        seed,
+        stage,
+        actions,
+        _block_chunks(spec, start),
+        column_of,
+        (index, stage_actions, valid, types),
+        round_payoffs,
+        stage_length,
+    )
+
+
+def _sample_own_sums(spec, params, seed, stage, actions, sampled, round_payoffs, stage_length):
+    """``(k,)`` payoff sums and counts of the sampled agents' own observations."""
+    if spec.event_capacity == 0:
+        index = sampled.astype(jnp.uint32)
+        own = (index, actions[sampled].astype(jnp.int32), jnp.ones(sampled.shape, bool))
+        own = own + (_types_of(spec, index),)
+        sums, counts = _own_sums(spec, params, seed, stage, *own, round_payoffs, stage_length)
+        return sums.sum(axis=1), counts.sum(axis=1)
+
+    # Each sampled agent walks its whole event chunk: a group of sampled agents at a time
+    # keeps the slots drawn at once bounded.
+    group = max(1, MAX_BLOCK_SLOTS // spec.event_capacity)
+    group = min(group, sampled.shape[0])
+    num_groups = -(-sampled.shape[0] // group)
+    padding = num_groups * group - sampled.shape[0]
+    padded = jnp.pad(sampled, (0, padding))
+    real = jnp.arange(num_groups * group) < sampled.shape[0]
+    rows = jnp.arange(group, dtype=jnp.int32)[:, None]
+
+    def one_group(g, totals):
+        members = jax.lax.dynamic_slice(padded, (g * group,), (group,))
+        member_real = jax.lax.dynamic_slice(real, (g * group,), (group,))
+        index = members.astype(jnp.uint32)
+        own = (index, actions[members].astype(jnp.int32), member_real, _types_of(spec, index))
+
+        def column_of(events):
+            mine = events.inside & (events.agent == members[:, None]) & member_real[:, None]
+            return jnp.broadcast_to(rows, events.agent.shape), mine
+
+        sums, counts = _event_own_sums(
+            spec,
+            params,
+            seed,
+            stage,
+            actions,
+            members // ev.EVENT_CHUNK,
+            column_of,
+            own,
+            round_payoffs,
+            stage_length,
+        )
+        sums = jnp.where(member_real[None, :], sums, 0.0)
+        return totals[0] + sums.sum(axis=1), totals[1] + counts.sum(axis=1)
+
+    k = spec.num_actions
+    start = (jnp.zeros(k, jnp.float32), jnp.zeros(k, jnp.int32))
+    return jax.lax.fori_loop(0, num_groups, one_group, start)
 
 
 def _own_sums(
@@ -174,7 +398,8 @@ def fast_stage(
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
 
-    counts_by_round = _round_counts(spec, params, seed, stage, actions, stage_length)
+    counts_from = _round_counts if spec.event_capacity == 0 else _event_round_counts
+    counts_by_round = counts_from(spec, params, seed, stage, actions, stage_length)
     counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
     played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
     round_payoffs = jax.vmap(
@@ -194,21 +419,16 @@ def fast_stage(
 
     stage_counts = _stage_action_counts(spec, actions)
     if spec.info == "payoffs" and spec.info_sample_size is not None:
-        sampled = _sample_indices(spec, seed, stage)
-        sampled_index = sampled.astype(jnp.uint32)
-        sample_sums, sample_counts = _own_sums(
+        sample_sums, sample_counts = _sample_own_sums(
             spec,
             params,
             seed,
             stage,
-            sampled_index,
-            actions[sampled].astype(jnp.int32),
-            jnp.ones(sampled.shape, bool),
-            _types_of(spec, sampled_index),
+            actions,
+            _sample_indices(spec, seed, stage),
             round_payoffs,
             stage_length,
         )
-        sample_sums, sample_counts = sample_sums.sum(axis=1), sample_counts.sum(axis=1)
     if spec.info == "distribution":
         published = _published_counts(spec, params, seed, stage, actions, stage_counts)
         by_alternative = jnp.transpose(
@@ -217,18 +437,19 @@ def fast_stage(
 
     def decide(block, state):
         new_actions, switched, new_counts = state
-        start, index, current, valid, types = _block(spec, actions, block)
+        block_view = _block(spec, actions, block)
+        start, index, current, valid, types = block_view
         if spec.info == "none":
-            sums, counts = _own_sums(
-                spec, params, seed, stage, index, current, valid, types, round_payoffs, stage_length
+            sums, counts = _block_own_sums(
+                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length
             )
             estimates = mean_or_unavailable(sums, counts)
         elif spec.info == "payoffs" and spec.info_sample_size is None:
             published = mean_or_unavailable(action_sums, action_counts)
             estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
         elif spec.info == "payoffs":
-            sums, counts = _own_sums(
-                spec, params, seed, stage, index, current, valid, types, round_payoffs, stage_length
+            sums, counts = _block_own_sums(
+                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length
             )
             estimates = mean_or_unavailable(
                 sums + sample_sums[:, None], counts + sample_counts[:, None]

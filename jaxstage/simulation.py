@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import fast
+from jaxstage import events, fast
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.decisions import (
     StageRecord,
@@ -426,17 +426,24 @@ def estimate_memory_bytes(
     batch: int = 1,
     kernel: str = "reference",
     block_size: int | None = None,
+    event_capacity: int | None = None,
 ) -> int:
     """Upper estimate of the device memory a run needs.
 
     Reference kernel: the stage actions and their copies, the per-round temporaries
     (random bits, played actions, payoffs) and, when the information mode needs them, the
     per-agent ``(k, n)`` accumulators and stage-end estimates. Fast kernel: int8 stage
-    actions (held twice while a stage rewrites them) plus per-block temporaries.
+    actions (held twice while a stage rewrites them) plus per-block temporaries, including
+    the exploration-event slots of a batch (``event_capacity``: as the run would choose
+    from ``learner`` when not given).
     """
     if kernel == "fast":
-        block = block_size or fast.choose_block_size(num_agents, num_actions)
+        capacity = _exploration_path([learner], 1) if event_capacity is None else event_capacity
+        block = block_size or fast.choose_block_size(num_agents, num_actions, capacity)
         per_block = block * (96 + 48 * num_actions)
+        per_block += 64 * fast.event_slots_per_block(block, capacity)
+        if learner.info_sample_size is not None:
+            per_block += 64 * min(fast.MAX_BLOCK_SLOTS, learner.info_sample_size * capacity)
         return int(batch * (3 * (num_agents + block) + per_block) + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
     own = learner.info == "none" or (
@@ -466,14 +473,17 @@ def available_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def _check_memory(num_agents, num_actions, learner, batch, limit, kernel, block_size):
-    needed = estimate_memory_bytes(num_agents, num_actions, learner, batch, kernel, block_size)
+def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
+    needed = estimate_memory_bytes(
+        num_agents, num_actions, learner, batch, spec.kernel, spec.block_size, spec.event_capacity
+    )
     available = available_memory_bytes() if limit is None else int(limit)
     if needed > available:
         raise ValueError(
             f"num_agents={num_agents:,} (batch {batch}) needs about {needed / 2**30:.2f} GiB "
-            f"with {num_actions} actions, info={learner.info!r} and the {kernel} kernel, but only "
-            f"{available / 2**30:.2f} GiB is available; use fewer agents or a smaller batch"
+            f"with {num_actions} actions, info={learner.info!r} and the {spec.kernel} kernel, "
+            f"but only {available / 2**30:.2f} GiB is available; use fewer agents or a smaller "
+            f"batch"
         )
 
 
@@ -589,12 +599,33 @@ def _resolve_kernel(kernel: str, game: AnonymousGame) -> str:
     return kernel
 
 
-def _kernel_spec(kernel, game, learner, num_agents, num_stages, max_stage_length, block_size):
+def _exploration_path(learners: Sequence[StageLearning], num_stages: int) -> int:
+    """The fast kernel's ``event_capacity``: 0 (loop over rounds) when some stage explores
+    with probability above ``events.MAX_EVENT_EXPLORE_PROB`` or is longer than
+    ``events.MAX_GRID / events.EVENT_CHUNK`` rounds, else sized for the stage with the most
+    expected explorations per agent."""
+    most_likely, most_events, longest = 0.0, 0.0, 0.0
+    for row in learners:
+        probs = np.asarray(row.explore_probs(num_stages), np.float64)
+        lengths = np.asarray(row.stage_lengths(num_stages), np.float64)
+        most_likely = max(most_likely, float(probs.max()))
+        most_events = max(most_events, float((probs * lengths).max()))
+        longest = max(longest, float(lengths.max()))
+    too_long = longest * events.EVENT_CHUNK > events.MAX_GRID
+    if most_likely > events.MAX_EVENT_EXPLORE_PROB or too_long:
+        return 0
+    return events.event_capacity(most_events)
+
+
+def _kernel_spec(
+    kernel, game, learner, num_agents, num_stages, max_stage_length, block_size, learners=None
+):
     spec = _spec(game, learner, num_agents, num_stages)
     if kernel == "reference":
         return spec
+    event_capacity = _exploration_path(learners or [learner], num_stages)
     if block_size is None:
-        block_size = fast.choose_block_size(num_agents, game.num_actions)
+        block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
     block_size = check_int(block_size, "block_size", low=1, high=2**30)
     padded = math.ceil(num_agents / block_size) * block_size
     if padded > MAX_AGENTS:
@@ -610,6 +641,7 @@ def _kernel_spec(kernel, game, learner, num_agents, num_stages, max_stage_length
         # Rounded up to a power of two: other stage lengths in the same range reuse the
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
+        event_capacity=event_capacity,
     )
 
 
@@ -867,8 +899,7 @@ def simulate(
         learner,
         1,
         memory_limit_bytes,
-        kernel,
-        spec.block_size,
+        spec,
     )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     params = _run_params(params_game, learner, num_stages, padded, eps)
@@ -1011,15 +1042,16 @@ def sweep(
 
     kernel = _resolve_kernel(kernel, game)
     max_length = max(row.stage_lengths(num_stages).max() for row in learners)
-    spec = _kernel_spec(kernel, game, learner, num_agents, num_stages, max_length, block_size)
+    spec = _kernel_spec(
+        kernel, game, learner, num_agents, num_stages, max_length, block_size, learners
+    )
     _check_memory(
         num_agents,
         game.num_actions,
         learner,
         batch,
         memory_limit_bytes,
-        kernel,
-        spec.block_size,
+        spec,
     )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     row_params = [

@@ -11,8 +11,10 @@ __all__ = ["RunSpec"]
 class RunSpec(NamedTuple):
     """Static configuration: fixes array shapes and code paths (hashable, jit-static).
 
-    ``kernel``, ``block_size`` and ``max_stage_length`` matter to the fast kernel only
-    (``max_stage_length`` sizes its per-round count buffer).
+    ``kernel``, ``block_size``, ``max_stage_length`` and ``event_capacity`` matter to the
+    fast kernel only (``max_stage_length`` sizes its per-round count buffer;
+    ``event_capacity > 0`` selects sparse exploration events, :mod:`jaxstage.events`, over
+    the loop over rounds).
     """
 
     num_agents: int
@@ -26,6 +28,7 @@ class RunSpec(NamedTuple):
     kernel: str = "reference"
     block_size: int = 0
     max_stage_length: int = 0
+    event_capacity: int = 0
 
     @property
     def num_types(self) -> int:

@@ -8,6 +8,8 @@ from jaxstage import simulation
 
 LEARNERS = {
     "none": js.StageLearning(stage_length=6, explore_prob=0.2, update_prob=0.3),
+    # Above events.MAX_EVENT_EXPLORE_PROB: the fast kernel loops over rounds instead.
+    "none-heavy": js.StageLearning(stage_length=4, explore_prob=0.7, update_prob=0.3),
     "payoffs": js.StageLearning(stage_length=3, explore_prob=0.1, update_prob=0.2, info="payoffs"),
     "payoffs-sampled": js.StageLearning(
         stage_length=3, explore_prob=0.1, update_prob=0.2, info="payoffs", info_sample_size=30
@@ -30,6 +32,7 @@ LEARNERS = {
     "game_name, mode",
     [
         ("congestion", "none"),
+        ("congestion", "none-heavy"),
         ("adoption", "none"),
         ("adoption", "payoffs-sampled"),
         ("adoption", "distribution-noisy"),
@@ -106,8 +109,9 @@ def test_fast_kernel_is_deterministic_and_compiles_once():
     size = simulation._FAST[1]._cache_size()
     again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast")
     np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
-    # Stage lengths 5 and 7 share the round buffer of 8 rounds: no recompilation.
-    other = js.StageLearning(stage_length=7, explore_prob=0.3, update_prob=0.9)
+    # Stage lengths 5 and 7 share the round buffer of 8 rounds, and 0.5 and 0.49 expected
+    # explorations per stage share the event batch size: no recompilation.
+    other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.9)
     js.simulate(game, other, 500, 3, seed=2, kernel="fast", game_params={"noise_std": 1.0})
     assert simulation._FAST[1]._cache_size() == size
     assert first.config["kernel"] == "fast"

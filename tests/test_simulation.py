@@ -258,7 +258,7 @@ def test_population_that_does_not_fit_is_refused_before_allocating():
         js.simulate(
             js.make_game("congestion", num_actions=32), learner, 2**31 - 1, 1, kernel="reference"
         )
-    with pytest.raises(ValueError, match="needs about 2.8. GiB .* the fast kernel"):
+    with pytest.raises(ValueError, match="needs about 2.9. GiB .* the fast kernel"):
         js.simulate(js.make_game("congestion"), learner, 10**9, 1, memory_limit_bytes=2**30)
 
 

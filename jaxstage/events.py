@@ -1,0 +1,169 @@
+"""Exploration as sparse events: the fast kernel's cost per stage without a loop over rounds.
+
+With exploration probability ``p`` an agent explores in about ``p * tau`` of its ``tau``
+rounds and plays its stage action in all others. Everything a stage needs follows from the
+exploration events alone:
+
+* **Counts.** Round ``t``'s counts are the stage-action counts, minus each agent exploring
+  in round ``t`` on its stage action's entry, plus one on the action it drew.
+* **Own observations.** A non-exploring round pays the agent ``u_t[s_i]`` plus noise, so
+  the sum of its stage-action payoffs is ``sum_t u_t[s_i]`` (one per type, shared by all)
+  minus the rounds in which it explored elsewhere; an exploration on ``a != s_i`` adds
+  ``u_t[a]``. An exploration that draws ``s_i`` itself changes nothing.
+* **Noise.** The ``m`` noise draws on the stage action sum to one ``N(0, m sigma^2)``;
+  each exploration elsewhere gets its own ``N(0, sigma^2)``.
+
+So a stage costs ``O(k)`` per agent plus ``O(1)`` per exploration event, whatever ``tau``.
+
+**How events are drawn** (the definition of this path's random stream). Agents are grouped
+in fixed *event chunks* of :data:`EVENT_CHUNK` consecutive agent indices. The ``tau``
+rounds of the chunk's agents form a grid of ``EVENT_CHUNK * tau`` cells (agent-major);
+geometric skips ``G_j = floor(log(U_j) / log(1 - p))`` walk the grid, the ``j``-th event
+sitting at cell ``sum_{l <= j} (G_l + 1) - 1``. The gaps of a geometric skip are exactly
+those of independent Bernoulli(``p``) cells, so every (agent, round) explores
+independently with probability ``p`` (up to the 24-bit resolution of ``U``), as in
+MODEL.md. ``U_j`` and the drawn action are counter-based functions of
+``(seed, stage, chunk, j)``: events depend on neither the block size nor the order of
+processing. Slots are drawn in batches of ``capacity`` per chunk (the expected events plus
+five standard deviations); a chunk with more events simply takes another batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxstage import counter_rng as crng
+
+__all__ = ["EVENT_CHUNK", "MAX_EVENT_EXPLORE_PROB", "event_capacity", "Events", "for_each_batch"]
+
+#: Agents per event chunk: part of the definition of the event stream, not a tuning knob.
+EVENT_CHUNK = 512
+#: Largest grid (``EVENT_CHUNK * stage_length``) the float32 running sums keep exact.
+MAX_GRID = 2**23
+#: Above this exploration probability the kernel loops over rounds instead (events would
+#: then outnumber rounds' worth of work).
+MAX_EVENT_EXPLORE_PROB = 0.5
+
+_INV_2_24 = 1.0 / 2**24
+_ACTION_SALT = 0x5BD1E995
+_NOISE_SALT = 0x27D4EB2F
+
+
+def event_capacity(max_events_per_agent: float) -> int:
+    """Slots per chunk and batch: ``lambda + 5 sqrt(lambda) + 32`` for the largest expected
+    events of a chunk in any stage, rounded up to a quarter octave so that nearby rates
+    share a compiled program."""
+    if not 0 <= max_events_per_agent < 2**20:
+        raise ValueError(
+            f"expected events per agent must be in [0, 2**20), got {max_events_per_agent}"
+        )
+    expected = EVENT_CHUNK * max_events_per_agent
+    target = expected + 5.0 * math.sqrt(expected) + 32.0
+    step = 2 ** max(5, math.floor(math.log2(target)) - 2)  # a multiple of 32 (running sums)
+    return int(math.ceil(target / step) * step)
+
+
+class Events(NamedTuple):
+    """One batch of event slots for ``c`` chunks: arrays of shape ``(c, capacity)``."""
+
+    agent: jax.Array  # int32 global agent index (meaningless where not ``inside``)
+    round: jax.Array  # int32 round within the stage
+    action: jax.Array  # int32 action drawn by the exploration
+    inside: jax.Array  # bool: the slot is an exploration within this stage
+    bits: jax.Array  # uint32 the slot's random word (further draws derive from it)
+
+    def noise(self) -> jax.Array:
+        """A standard normal per event (for its payoff noise)."""
+        word = crng.triple32(self.bits ^ jnp.uint32(_NOISE_SALT))
+        return jax.scipy.special.ndtri(((word >> 8).astype(jnp.float32) + 0.5) * _INV_2_24)
+
+
+def _running_sum(steps: jax.Array, grid: jax.Array) -> jax.Array:
+    """Row-wise running sums of ``(c, capacity)`` non-negative steps, capped at ``grid``.
+
+    Two small triangular matrix products (within groups of 32, then across groups) in
+    float32: on a CPU they are several times faster than a scan or ``cumsum``. Integers
+    up to ``2**24`` are exact in float32 and ``grid <= MAX_GRID`` keeps every sum that
+    matters (below ``grid``) exact; larger sums only need to stay at or above ``grid``,
+    which rounding of non-negative terms cannot undo.
+    """
+    rows, capacity = steps.shape
+    group = 32
+    terms = jnp.minimum(steps, grid + 1).astype(jnp.float32).reshape(rows, -1, group)
+    within = terms @ jnp.triu(jnp.ones((group, group), jnp.float32))
+    groups = capacity // group
+    before = within[:, :, -1] @ jnp.triu(jnp.ones((groups, groups), jnp.float32), 1)
+    sums = (within + before[:, :, None]).reshape(rows, capacity)
+    return jnp.minimum(sums, grid.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _batch(key, chunks, first_slot, last_cell, explore_prob, stage_length, capacity, num_actions):
+    """Slots ``first_slot ..`` of each chunk, continuing its walk from ``last_cell``."""
+    grid = (EVENT_CHUNK * stage_length).astype(jnp.int32)
+    chunk_key = crng.triple32(chunks.astype(jnp.uint32) ^ key[0])
+    slots = first_slot.astype(jnp.uint32) + jnp.arange(capacity, dtype=jnp.uint32)
+    bits = crng.triple32(crng.triple32(slots[None, :] ^ chunk_key[:, None]) + key[1])
+    open_uniform = ((bits >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
+    log_stay = jnp.log1p(-explore_prob)  # -inf when p = 1: every gap is 0
+    skips = jnp.where(
+        explore_prob > 0, jnp.floor(jnp.log(open_uniform) / jnp.minimum(log_stay, -1e-30)), grid
+    )
+    steps = jnp.minimum(skips, grid).astype(jnp.int32) + 1
+    steps = steps.at[:, 0].add(last_cell)
+
+    cells = _running_sum(steps, grid)
+    inside = cells < grid
+    cells_inside = jnp.where(inside, cells, 0)
+    agent = chunks[:, None] * EVENT_CHUNK + cells_inside // stage_length
+    second = crng.triple32(bits ^ jnp.uint32(_ACTION_SALT))
+    action = jnp.floor((second >> 8).astype(jnp.float32) * (num_actions * _INV_2_24))
+    events = Events(
+        agent=agent.astype(jnp.int32),
+        round=(cells_inside % stage_length).astype(jnp.int32),
+        action=action.astype(jnp.int32),
+        inside=inside,
+        bits=bits,
+    )
+    return events, cells[:, -1]
+
+
+def for_each_batch(
+    key: jax.Array,
+    chunks: jax.Array,
+    explore_prob: jax.Array,
+    stage_length: jax.Array,
+    capacity: int,
+    num_actions: int,
+    consume: Callable[[Events, object], object],
+    state: object,
+) -> object:
+    """Fold ``consume(events, state)`` over every exploration event of the given chunks.
+
+    Args:
+        key: the ``(2,)`` stream key of the stage's exploration.
+        chunks: ``(c,)`` int32 chunk indices (repeats allowed).
+        explore_prob, stage_length: the stage's values (traced scalars).
+        capacity: slots per chunk and batch (:func:`event_capacity`).
+        num_actions: ``k``.
+        consume: adds one batch of events (mask with ``events.inside``) to ``state``.
+        state: the initial accumulator.
+    """
+
+    def more(carry):
+        _, last_cell, _ = carry
+        return jnp.any(last_cell < EVENT_CHUNK * stage_length)
+
+    def next_batch(carry):
+        first_slot, last_cell, state = carry
+        events, last_cell = _batch(
+            key, chunks, first_slot, last_cell, explore_prob, stage_length, capacity, num_actions
+        )
+        return first_slot + capacity, last_cell, consume(events, state)
+
+    start = (jnp.int32(0), jnp.full(chunks.shape, -1, jnp.int32), state)
+    return jax.lax.while_loop(more, next_batch, start)[2]

@@ -1299,7 +1299,11 @@ def _plots(
         fig.savefig(folder / "info_speedup.png", dpi=110)
         plt.close(fig)
 
-    with_br = [r for r in convergence if r.get("median_br_distance") not in (None, "")]
+    with_br = [
+        r
+        for r in convergence
+        if r.get("median_br_distance") not in (None, "") and "C5" in str(r.get("claims", ""))
+    ]
     if with_br:
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, group in lines(with_br, ("experiment", "variant", "stage_length", "update_prob")):
@@ -1315,7 +1319,8 @@ def _plots(
         _log_scale(ax, "x")
         ax.set_xlabel("agents")
         ax.set_ylabel("median L1 distance to best-reply dynamics")
-        ax.legend(fontsize=5)
+        if ax.lines:
+            ax.legend(fontsize=5)
         fig.tight_layout()
         fig.savefig(folder / "br_distance.png", dpi=110)
         plt.close(fig)

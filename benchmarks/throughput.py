@@ -1,42 +1,63 @@
-"""Throughput of ``jaxstage.simulate`` (fast and reference kernels) against baselines.
+"""Throughput and peak memory of ``jaxstage.simulate`` against baselines measured in the same run.
 
-For each configuration the same stage learning (congestion game, Gaussian noise) is run by
+Every measurement runs in its own child process, so that its peak resident memory
+(``VmHWM``) is its own. For each configuration (congestion game with Gaussian noise,
+``update_prob`` 0.1, uniform start):
 
-* ``jaxstage.simulate`` with ``kernel="fast"`` and ``kernel="reference"``: once to compile
-  (compile time = first call minus second), then again, timed. ``simulate`` returns host
-  arrays, so the timing includes all device work (as ``block_until_ready`` would) and the
-  per-stage metrics. The reference kernel is the naive design: per-agent ``(k, n)``
-  accumulators, JAX's default PRNG, one pass per round;
-* a vectorised NumPy implementation of the same learner (the baseline), in the same run;
-* a hardware floor: one counter-based random word per agent-round in the fast kernel's
-  blocked loop, reduced so nothing is stored.
+* ``fast``: ``jaxstage.simulate(kernel="fast")``, the default kernel. Called once to
+  compile, then timed (best of ``--repeats``); compile time is the first call minus the
+  best timed call. ``simulate`` returns host arrays, so the timing includes all device
+  work (as ``block_until_ready`` would) and the per-stage metrics.
+* ``reference``: the readable kernel of ``jaxstage.simulation`` (the specification).
+* ``naive``: the naive JAX design named in issue 3, written here in 30 lines: per-agent
+  one-hot ``(agents, actions)`` accumulators, JAX's default PRNG, ``lax.scan`` over
+  rounds, the whole run one ``jit``-compiled function (timed like ``fast``);
+* ``numpy``: the same learner vectorised with NumPy (one stage, timed once);
+* ``floor``: a hardware floor: one counter-based random word per agent-round in a blocked
+  loop, reduced so that nothing is stored.
 
-Reports agent-rounds per second as a table and as JSON, with the device and versions.
+Reports agent-rounds per second (agents x rounds / wall seconds), compile seconds and peak
+memory as a table and as JSON, with the device, CPU and versions.
 
 Usage::
 
-    .venv/bin/python benchmarks/throughput.py                 # default grid
-    .venv/bin/python benchmarks/throughput.py --agents 1e5 1e6 --actions 2 8 --out b.json
+    .venv/bin/python benchmarks/throughput.py --preset target      # issue 3's configuration
+    .venv/bin/python benchmarks/throughput.py --preset grid --out benchmarks/grid_cpu.json
+    .venv/bin/python benchmarks/throughput.py --agents 1e6 --actions 8 --stage-lengths 50
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import itertools
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-import jaxstage as js
+GAME = "congestion"
+UPDATE_PROB = 0.1
+NOISE_STD = 0.1  # the congestion game's default
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ----------------------------------------------------------------------------- baselines
 
 
 def numpy_stage_learning(num_agents, num_actions, stage_length, explore_prob, num_stages, seed=0):
-    """The baseline: plain stage learning on the congestion game, vectorised with NumPy."""
+    """The NumPy baseline: plain stage learning on the congestion game, vectorised."""
     rng = np.random.default_rng(seed)
     slopes = np.arange(1, num_actions + 1, dtype=np.float32)
     actions = rng.integers(num_actions, size=num_agents)
@@ -47,7 +68,7 @@ def numpy_stage_learning(num_agents, num_actions, stage_length, explore_prob, nu
             explore = rng.random(num_agents) < explore_prob
             played = np.where(explore, rng.integers(num_actions, size=num_agents), actions)
             share = np.bincount(played, minlength=num_actions) / num_agents
-            payoff = -(slopes * share)[played] + 0.1 * rng.standard_normal(num_agents)
+            payoff = -(slopes * share)[played] + NOISE_STD * rng.standard_normal(num_agents)
             for action in range(num_actions):
                 mask = played == action
                 sums[action] += np.where(mask, payoff, 0.0)
@@ -55,141 +76,286 @@ def numpy_stage_learning(num_agents, num_actions, stage_length, explore_prob, nu
         estimates = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
         best = estimates.argmax(axis=0)
         keep = estimates[actions, np.arange(num_agents)] == estimates.max(axis=0)
-        actions = np.where(keep, actions, best)
+        adopt = rng.random(num_agents) < UPDATE_PROB
+        actions = np.where(keep | ~adopt, actions, best)
     return actions
 
 
-def hardware_floor(num_agents, num_rounds, block_size=2**16):
-    """Agent-rounds per second of the cheapest possible round: one counter-based random
-    word per agent-round, reduced so that nothing is stored (the same blocked loop as the
-    fast kernel, with no game, no counts and no decisions)."""
+def naive_jax_run(num_agents, num_actions, stage_length, explore_prob, num_stages):
+    """The naive JAX baseline of issue 3, jit-compiled: returns ``run(key) -> actions``."""
+    import jax
+    import jax.numpy as jnp
+
+    slopes = jnp.arange(1, num_actions + 1, dtype=jnp.float32)
+
+    def one_round(carry, key):
+        actions, sums, counts = carry
+        explore_key, action_key, noise_key = jax.random.split(key, 3)
+        explore = jax.random.uniform(explore_key, (num_agents,)) < explore_prob
+        drawn = jax.random.randint(action_key, (num_agents,), 0, num_actions)
+        played = jnp.where(explore, drawn, actions)
+        share = jnp.bincount(played, length=num_actions) / num_agents
+        noise = NOISE_STD * jax.random.normal(noise_key, (num_agents,))
+        payoff = -(slopes * share)[played] + noise
+        one_hot = jax.nn.one_hot(played, num_actions, dtype=jnp.float32)  # (agents, actions)
+        return (actions, sums + one_hot * payoff[:, None], counts + one_hot), None
+
+    def one_stage(actions, key):
+        round_keys = jax.random.split(key, stage_length + 1)
+        zeros = jnp.zeros((num_agents, num_actions), jnp.float32)
+        (_, sums, counts), _ = jax.lax.scan(one_round, (actions, zeros, zeros), round_keys[1:])
+        estimates = jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
+        best = jnp.argmax(estimates, axis=1)
+        keep = jnp.take_along_axis(estimates, actions[:, None], 1)[:, 0] >= estimates.max(1)
+        adopt = jax.random.uniform(round_keys[0], (num_agents,)) < UPDATE_PROB
+        return jnp.where(keep | ~adopt, actions, best), None
+
+    @jax.jit
+    def run(key):
+        init_key, stages_key = jax.random.split(key)
+        actions = jax.random.randint(init_key, (num_agents,), 0, num_actions)
+        final, _ = jax.lax.scan(one_stage, actions, jax.random.split(stages_key, num_stages))
+        return final
+
+    return run
+
+
+def hardware_floor_run(num_agents, num_rounds, block_size=2**16):
+    """One counter-based random word per agent-round, blocked, reduced: ``run(seed)``."""
+    import jax
+    import jax.numpy as jnp
+
     from jaxstage import counter_rng as crng
 
     blocks = -(-num_agents // block_size)
 
     @jax.jit
-    def floor_run(seed):
+    def run(seed):
         def one_block(block, total):
-            index = (block * block_size).astype(jnp.uint32) + jnp.arange(
-                block_size, dtype=jnp.uint32
-            )
+            start = (block * block_size).astype(jnp.uint32)
+            index = start + jnp.arange(block_size, dtype=jnp.uint32)
 
             def one_round(r, total):
-                bits = crng.random_bits(crng.stream_key(seed, r), index)
-                return total ^ jnp.bitwise_xor.reduce(bits)
+                return total ^ jnp.bitwise_xor.reduce(
+                    crng.random_bits(crng.stream_key(seed, r), index)
+                )
 
             return jax.lax.fori_loop(0, num_rounds, one_round, total)
 
         return jax.lax.fori_loop(0, blocks, one_block, jnp.uint32(0))
 
-    floor_run(jnp.uint32(0)).block_until_ready()
-    start = time.perf_counter()
-    floor_run(jnp.uint32(1)).block_until_ready()
-    return blocks * block_size * num_rounds / (time.perf_counter() - start)
+    return run, blocks * block_size * num_rounds
 
 
-def time_jaxstage(num_agents, num_actions, stage_length, explore_prob, num_stages, info, kernel):
-    game = js.make_game("congestion", num_actions=num_actions)
-    learner = js.StageLearning(
-        stage_length=stage_length, explore_prob=explore_prob, update_prob=0.1, info=info
+# ----------------------------------------------------------------------------- one child
+
+
+def measure(config: dict) -> dict:
+    """Run one measurement in this process; returns rate, compile time and peak memory."""
+    import jax
+
+    kind = config["kind"]
+    n, k, tau, p, stages = (
+        config[name] for name in ("agents", "actions", "stage_length", "explore", "stages")
     )
+    agent_rounds = n * tau * stages
+    repeats = config["repeats"]
+    compile_s = None
+    if kind in ("fast", "reference"):
+        import jaxstage as js
+
+        game = js.make_game(GAME, num_actions=k)
+        learner = js.StageLearning(
+            stage_length=tau, explore_prob=p, update_prob=UPDATE_PROB, info=config["info"]
+        )
+
+        def call(seed):
+            js.simulate(game, learner, n, stages, seed=seed, kernel=kind)
+
+        first = _timed(call, 0)
+        best = min(_timed(call, 1 + r) for r in range(repeats))
+        compile_s = first - best
+    elif kind == "naive":
+        run = naive_jax_run(n, k, tau, p, stages)
+        first = _timed(lambda s: run(jax.random.key(s)).block_until_ready(), 0)
+        best = min(
+            _timed(lambda s: run(jax.random.key(s)).block_until_ready(), 1 + r)
+            for r in range(repeats)
+        )
+        compile_s = first - best
+    elif kind == "numpy":
+        best = _timed(lambda s: numpy_stage_learning(n, k, tau, p, stages, seed=s), 0)
+    elif kind == "floor":
+        run, agent_rounds = hardware_floor_run(n, tau * stages)
+        _timed(lambda s: run(jax.numpy.uint32(s)).block_until_ready(), 0)
+        best = min(
+            _timed(lambda s: run(jax.numpy.uint32(s)).block_until_ready(), 1 + r)
+            for r in range(repeats)
+        )
+    else:
+        raise ValueError(f"unknown measurement kind {kind!r}")
+    return {
+        "agent_rounds_per_s": agent_rounds / best,
+        "seconds": best,
+        "compile_s": compile_s,
+        "peak_rss_bytes": _peak_rss_bytes(),
+    }
+
+
+def _timed(function, seed) -> float:
     start = time.perf_counter()
-    js.simulate(game, learner, num_agents, num_stages, seed=0, kernel=kernel)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    js.simulate(game, learner, num_agents, num_stages, seed=1, kernel=kernel)
-    warm = time.perf_counter() - start
-    return first, warm
+    function(seed)
+    return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=float, nargs="+", default=[1e4, 1e5, 1e6])
-    parser.add_argument("--actions", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--stage-length", type=int, default=50)
-    parser.add_argument("--stages", type=int, default=4)
-    parser.add_argument("--explore", type=float, default=0.05)
-    parser.add_argument("--info", nargs="+", default=["none", "payoffs"])
-    parser.add_argument("--kernels", nargs="+", default=["fast", "reference"])
-    parser.add_argument("--numpy-max-agents", type=float, default=1e6)
-    parser.add_argument("--reference-max-agents", type=float, default=1e7)
-    parser.add_argument("--out", default="benchmarks/throughput.json")
-    args = parser.parse_args()
+def run_child(config: dict, timeout: float) -> dict:
+    """``measure(config)`` in a fresh Python process (its own peak memory)."""
+    command = [sys.executable, __file__, "--child", json.dumps(config)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
+
+# ----------------------------------------------------------------------------- driver
+
+
+def environment() -> dict:
+    import jax
+    import optax
+
+    import jaxstage as js
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
     device = jax.devices()[0]
-    environment = {
+    return {
         "device": f"{device.platform}:{device.device_kind}",
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
+        "jaxlib": importlib.metadata.version("jaxlib"),
         "numpy": np.__version__,
         "optax": optax.__version__,
         "jaxstage": js.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
     }
+
+
+PRESETS = {
+    # Issue 3's configuration: 2**20 agents, 8 actions, stage length 50, exploration 0.05.
+    "target": dict(agents=[2**20], actions=[8], stage_lengths=[50], info=["none", "payoffs"]),
+    # Populations, action counts and stage lengths around it.
+    "grid": dict(
+        agents=[10**4, 10**5, 10**6, 10**7],
+        actions=[2, 8, 32],
+        stage_lengths=[10, 50, 200],
+        info=["none"],
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named grid")
+    parser.add_argument("--agents", type=float, nargs="+")
+    parser.add_argument("--actions", type=int, nargs="+")
+    parser.add_argument("--stage-lengths", type=int, nargs="+")
+    parser.add_argument("--info", nargs="+", choices=["none", "payoffs", "distribution"])
+    parser.add_argument("--explore", type=float, default=0.05)
+    parser.add_argument(
+        "--min-agent-rounds",
+        type=float,
+        default=2e8,
+        help="stages per timed fast run: enough for this many agent-rounds (at least 1)",
+    )
+    parser.add_argument("--kinds", nargs="+", default=["fast", "reference", "naive", "numpy"])
+    parser.add_argument("--baseline-max-agents", type=float, default=2**20 * 1.01)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--out", default="benchmarks/throughput.json")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))))
+        return
+
+    grid = dict(PRESETS[args.preset]) if args.preset else dict(PRESETS["target"])
+    for name in ("agents", "actions", "stage_lengths", "info"):
+        if getattr(args, name) is not None:
+            grid[name] = getattr(args, name)
+    env = environment()
+    print(f"environment: {env}", flush=True)
     rows = []
-    for agents in (int(a) for a in args.agents):
-        for actions in args.actions:
-            agent_rounds = agents * args.stage_length * args.stages
-            floor_rate = hardware_floor(agents, args.stage_length * args.stages)
-            numpy_rate = None
-            if agents <= args.numpy_max_agents:
-                numpy_learner_stages = max(1, args.stages // 2)
-                start = time.perf_counter()
-                numpy_stage_learning(
-                    agents, actions, args.stage_length, args.explore, numpy_learner_stages
-                )
-                elapsed = time.perf_counter() - start
-                numpy_rate = agents * args.stage_length * numpy_learner_stages / elapsed
-            for info in args.info:
-                rates, compiles = {}, {}
-                for kernel in args.kernels:
-                    if kernel == "reference" and agents > args.reference_max_agents:
-                        continue
-                    first, warm = time_jaxstage(
-                        agents,
-                        actions,
-                        args.stage_length,
-                        args.explore,
-                        args.stages,
-                        info,
-                        kernel,
-                    )
-                    rates[kernel] = agent_rounds / warm
-                    compiles[kernel] = round(first - warm, 3)
-                rows.append(
-                    {
-                        "agents": agents,
-                        "actions": actions,
-                        "stage_length": args.stage_length,
-                        "stages": args.stages,
-                        "explore_prob": args.explore,
-                        "info": info,
-                        "compile_s": compiles,
-                        "agent_rounds_per_s": rates,
-                        "numpy_agent_rounds_per_s": numpy_rate,
-                        "floor_agent_rounds_per_s": floor_rate,
-                    }
-                )
-                cells = "  ".join(f"{name} {rate / 1e6:8.2f} M/s" for name, rate in rates.items())
-                numpy_text = "-" if numpy_rate is None else f"{numpy_rate / 1e6:.2f} M/s"
-                ratios = []
-                if "fast" in rates and "reference" in rates:
-                    ratios.append(f"fast/reference {rates['fast'] / rates['reference']:.1f}x")
-                if "fast" in rates and numpy_rate:
-                    ratios.append(f"fast/numpy {rates['fast'] / numpy_rate:.1f}x")
-                if "fast" in rates:
-                    ratios.append(f"fast/floor {rates['fast'] / floor_rate:.2f}")
-                print(
-                    f"n={agents:>11,} k={actions:>2} info={info:<8} {cells}  numpy {numpy_text}"
-                    f"  floor {floor_rate / 1e6:.0f} M/s"
-                    f"  {'  '.join(ratios)}  compile {compiles}",
-                    flush=True,
-                )
+    floors: dict[int, dict] = {}
+    for agents, actions, tau, info in itertools.product(
+        [int(a) for a in grid["agents"]], grid["actions"], grid["stage_lengths"], grid["info"]
+    ):
+        fast_stages = max(1, int(np.ceil(args.min_agent_rounds / (agents * tau))))
+        base = dict(
+            agents=agents,
+            actions=actions,
+            stage_length=tau,
+            explore=args.explore,
+            info=info,
+            repeats=args.repeats,
+        )
+        if agents not in floors:
+            floors[agents] = run_child(
+                dict(base, kind="floor", stages=max(1, 200 // tau) if tau < 200 else 1),
+                args.timeout,
+            )
+        row = dict(base, game=GAME, update_prob=UPDATE_PROB, results={})
+        row["results"]["floor"] = floors[agents]
+        for kind in args.kinds:
+            baseline = kind != "fast"
+            if baseline and agents > args.baseline_max_agents:
+                continue
+            if kind in ("numpy", "naive") and info != "none":
+                continue  # the baselines implement plain stage learning only
+            stages = 1 if kind == "numpy" else fast_stages if kind == "fast" else 2
+            row["results"][kind] = run_child(dict(base, kind=kind, stages=stages), args.timeout)
+            row["results"][kind]["stages"] = stages
+        rows.append(row)
+        print(_line(row), flush=True)
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"environment": environment, "rows": rows}, handle, indent=2)
-    print(f"environment: {environment}")
+        json.dump({"environment": env, "command": sys.argv, "rows": rows}, handle, indent=2)
     print(f"written to {args.out}")
+
+
+def _rate(result: dict | None) -> float | None:
+    return None if not result or "error" in result else result["agent_rounds_per_s"]
+
+
+def _line(row: dict) -> str:
+    results = row["results"]
+    cells = []
+    for kind, result in results.items():
+        if "error" in result:
+            cells.append(f"{kind} ERROR ({result['error']})")
+            continue
+        extra = f" peak {result['peak_rss_bytes'] / 2**30:.2f} GiB" if kind == "fast" else ""
+        cells.append(f"{kind} {result['agent_rounds_per_s'] / 1e6:,.1f} M/s{extra}")
+    fast = _rate(results.get("fast"))
+    ratios = [
+        f"fast/{kind} {fast / _rate(results[kind]):.2g}x"
+        for kind in ("reference", "naive", "numpy", "floor")
+        if fast and _rate(results.get(kind))
+    ]
+    compile_s = (results.get("fast") or {}).get("compile_s")
+    compile_text = f"  compile {compile_s:.1f} s" if compile_s is not None else ""
+    return (
+        f"n={row['agents']:>13,} k={row['actions']:>2} tau={row['stage_length']:>4} "
+        f"info={row['info']:<8} " + "  ".join(cells) + "  |  " + "  ".join(ratios) + compile_text
+    )
 
 
 if __name__ == "__main__":

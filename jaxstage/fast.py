@@ -146,9 +146,10 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
     unused = rounds * width  # the cell that collects masked-out updates
 
     def one_block(block, state):
-        base, moves = state
+        base, moves, kept = state
         start, _, stage_actions, valid, types = _block(spec, actions, block)
         base = base + _count(types * k + stage_actions, valid, width)
+        chunks = _block_chunks(spec, start)
 
         def consume(events, moves):
             ok = events.inside & _in_block(spec, events.agent, start)
@@ -161,22 +162,27 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
             arrive = jnp.where(moved, cell + events.action, unused).ravel()
             return moves.at[leave].add(-1).at[arrive].add(1)
 
+        explore_prob = params.explore_prob[stage]
+        first = None
+        if spec.replay_events:
+            # Keep the first batch (almost always all of the block's events) for pass 2.
+            first = ev.draw(key, chunks, 0, -1, explore_prob, stage_length, spec.event_capacity)
+            moves = consume(ev.decode(chunks, first, stage_length, k), moves)
+            kept = jax.tree.map(lambda all_, one: all_.at[block].set(one), kept, first)
         moves = ev.for_each_batch(
-            key,
-            _block_chunks(spec, start),
-            params.explore_prob[stage],
-            stage_length,
-            spec.event_capacity,
-            k,
-            consume,
-            moves,
+            key, chunks, explore_prob, stage_length, spec.event_capacity, k, consume, moves, first
         )
-        return base, moves
+        return base, moves, kept
 
-    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32))
-    base, moves = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    kept = None
+    if spec.replay_events:
+        shape = (spec.num_blocks, _block_chunks(spec, 0).shape[0], spec.event_capacity)
+        kept = ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
+    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32), kept)
+    base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
-    return jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
+    counts = jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
+    return counts, kept
 
 
 def _event_own_sums(
@@ -190,11 +196,13 @@ def _event_own_sums(
     own,
     round_payoffs,
     stage_length,
+    first=None,
 ):
     """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
 
     ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
-    ``column_of(events)`` gives each event's column and whether it belongs to one.
+    ``column_of(events)`` gives each event's column and whether it belongs to one;
+    ``first`` is the chunks' first batch when pass 1 kept it.
     """
     k, num_types = spec.num_actions, spec.num_types
     index, stage_actions, valid, types = own
@@ -220,6 +228,8 @@ def _event_own_sums(
         return explored, forgone.at[own_cell].add(lost)
 
     start = (jnp.zeros((k * columns + 1, 2), jnp.float32), jnp.zeros((columns + 1, 2), jnp.float32))
+    if first is not None:
+        start = consume(ev.decode(chunks, first, stage_length, k), start)
     explored, forgone = ev.for_each_batch(
         crng.stream_key(seed, stage, _EXPLORE),
         chunks,
@@ -229,6 +239,7 @@ def _event_own_sums(
         k,
         consume,
         start,
+        first,
     )
     sums = explored[:-1, 0].reshape(k, columns)
     counts = explored[:-1, 1].astype(jnp.int32).reshape(k, columns)
@@ -248,7 +259,9 @@ def _event_own_sums(
     return sums, jnp.where(valid[None, :], counts, 0)
 
 
-def _block_own_sums(spec, params, seed, stage, actions, block_view, round_payoffs, stage_length):
+def _block_own_sums(
+    spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first=None
+):
     """Pass 2 for one block of agents, by events or by rounds."""
     start, index, stage_actions, valid, types = block_view
     if spec.event_capacity == 0:
@@ -279,6 +292,7 @@ def _block_own_sums(spec, params, seed, stage, actions, block_view, round_payoff
         (index, stage_actions, valid, types),
         round_payoffs,
         stage_length,
+        first,
     )
 
 
@@ -398,8 +412,13 @@ def fast_stage(
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
 
-    counts_from = _round_counts if spec.event_capacity == 0 else _event_round_counts
-    counts_by_round = counts_from(spec, params, seed, stage, actions, stage_length)
+    if spec.event_capacity == 0:
+        counts_by_round = _round_counts(spec, params, seed, stage, actions, stage_length)
+        kept = None
+    else:
+        counts_by_round, kept = _event_round_counts(
+            spec, params, seed, stage, actions, stage_length
+        )
     counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
     played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
     round_payoffs = jax.vmap(
@@ -439,9 +458,10 @@ def fast_stage(
         new_actions, switched, new_counts = state
         block_view = _block(spec, actions, block)
         start, index, current, valid, types = block_view
+        first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
         if spec.info == "none":
             sums, counts = _block_own_sums(
-                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length
+                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first
             )
             estimates = mean_or_unavailable(sums, counts)
         elif spec.info == "payoffs" and spec.info_sample_size is None:
@@ -449,7 +469,7 @@ def fast_stage(
             estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
         elif spec.info == "payoffs":
             sums, counts = _block_own_sums(
-                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length
+                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first
             )
             estimates = mean_or_unavailable(
                 sums + sample_sums[:, None], counts + sample_counts[:, None]

@@ -617,8 +617,20 @@ def _exploration_path(learners: Sequence[StageLearning], num_stages: int) -> int
     return events.event_capacity(most_events)
 
 
+#: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2.
+REPLAY_BUDGET_BYTES = 2**29
+
+
 def _kernel_spec(
-    kernel, game, learner, num_agents, num_stages, max_stage_length, block_size, learners=None
+    kernel,
+    game,
+    learner,
+    num_agents,
+    num_stages,
+    max_stage_length,
+    block_size,
+    learners=None,
+    batch=1,
 ):
     spec = _spec(game, learner, num_agents, num_stages)
     if kernel == "reference":
@@ -635,9 +647,14 @@ def _kernel_spec(
             f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
             f"divides num_agents more closely or kernel='reference'"
         )
+    kept_bytes = batch * 8 * spec._replace(block_size=block_size).num_blocks
+    kept_bytes *= fast.event_slots_per_block(block_size, event_capacity)
     return spec._replace(
         kernel="fast",
         block_size=block_size,
+        replay_events=bool(
+            event_capacity and spec.needs_own_estimates and kept_bytes <= REPLAY_BUDGET_BYTES
+        ),
         # Rounded up to a power of two: other stage lengths in the same range reuse the
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
@@ -1043,7 +1060,7 @@ def sweep(
     kernel = _resolve_kernel(kernel, game)
     max_length = max(row.stage_lengths(num_stages).max() for row in learners)
     spec = _kernel_spec(
-        kernel, game, learner, num_agents, num_stages, max_length, block_size, learners
+        kernel, game, learner, num_agents, num_stages, max_length, block_size, learners, batch
     )
     _check_memory(
         num_agents,

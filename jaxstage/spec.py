@@ -14,7 +14,8 @@ class RunSpec(NamedTuple):
     ``kernel``, ``block_size``, ``max_stage_length`` and ``event_capacity`` matter to the
     fast kernel only (``max_stage_length`` sizes its per-round count buffer;
     ``event_capacity > 0`` selects sparse exploration events, :mod:`jaxstage.events`, over
-    the loop over rounds).
+    the loop over rounds; ``replay_events`` keeps pass 1's first batch of events for pass 2
+    instead of drawing it again).
     """
 
     num_agents: int
@@ -29,6 +30,7 @@ class RunSpec(NamedTuple):
     block_size: int = 0
     max_stage_length: int = 0
     event_capacity: int = 0
+    replay_events: bool = False
 
     @property
     def num_types(self) -> int:

@@ -121,3 +121,34 @@ def test_running_sums_are_exact_and_saturate():
     grid = jnp.int32(200_000)
     got = np.asarray(jax.jit(ev._running_sum)(jnp.asarray(steps), grid))
     np.testing.assert_array_equal(got, np.minimum(np.cumsum(steps, axis=1), 200_000))
+
+
+@pytest.mark.parametrize("divisor", [1, 3, 7, 50, 1000, 16384])
+def test_float_divmod_is_exact(divisor):
+    cells = np.concatenate([np.arange(0, 2**16), np.arange(ev.MAX_GRID - 2**16, ev.MAX_GRID)])
+    quotient, remainder = jax.jit(ev._divmod)(jnp.asarray(cells, jnp.int32), jnp.int32(divisor))
+    np.testing.assert_array_equal(np.asarray(quotient), cells // divisor)
+    np.testing.assert_array_equal(np.asarray(remainder), cells % divisor)
+
+
+@pytest.mark.parametrize("info, sample", [("none", None), ("payoffs", 40)])
+def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, sample):
+    """Pass 2 may replay pass 1's first batch of events or draw it again: same numbers."""
+    game = js.make_game("adoption")
+    learner = js.StageLearning(
+        stage_length=6, explore_prob=0.2, update_prob=0.5, info=info, info_sample_size=sample
+    )
+
+    def run():
+        return js.simulate(game, learner, 3000, 3, seed=5, kernel="fast", return_actions=True)
+
+    def replays():
+        return simulation._kernel_spec("fast", game, learner, 3000, 3, 6, None).replay_events
+
+    assert replays()
+    replayed = run()
+    monkeypatch.setattr(simulation, "REPLAY_BUDGET_BYTES", 0)
+    assert not replays()
+    drawn = run()
+    np.testing.assert_array_equal(replayed.final_actions, drawn.final_actions)
+    np.testing.assert_array_equal(replayed.switched_fraction, drawn.switched_fraction)

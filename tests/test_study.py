@@ -402,3 +402,12 @@ def test_cli_refuses_a_foreign_folder(tmp_path, capsys):
     assert main(["study", "--quick", "--out", str(tmp_path), "--overwrite"]) == 2
     assert "data.csv" in capsys.readouterr().err
     assert (tmp_path / "data.csv").read_text() == "keep"
+
+
+def test_selecting_a_claim_brings_the_plain_baseline_it_needs():
+    chosen = st.select(st.quick_study(), claims=["C4"])
+    names = [e.name for e in chosen.experiments]
+    assert "congestion_noisy_info" in names and "congestion_info" in names
+    base = next(e for e in chosen.experiments if e.name == "congestion_info")
+    assert [v.label for v in base.variants] == ["none"]
+    assert all("C1" not in e.claims for e in chosen.experiments)

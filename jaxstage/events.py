@@ -171,7 +171,7 @@ def for_each_batch(
     num_actions: int,
     consume: Callable[[Events, object], object],
     state: object,
-    after: Walk | None = None,
+    first: Walk | None = None,
 ) -> object:
     """Fold ``consume(events, state)`` over every exploration event of the given chunks.
 
@@ -183,7 +183,8 @@ def for_each_batch(
         num_actions: ``k``.
         consume: adds one batch of events (mask with ``events.inside``) to ``state``.
         state: the initial accumulator.
-        after: the chunks' first batch, already consumed: continue after it.
+        first: the chunks' first batch, already drawn (it is consumed, not drawn again;
+            ``consume`` is traced once either way, which keeps compilation short).
     """
 
     def more(carry):
@@ -192,12 +193,13 @@ def for_each_batch(
 
     def next_batch(carry):
         first_slot, last_cell, state = carry
-        walk = draw(key, chunks, first_slot, last_cell, explore_prob, stage_length, capacity)
+
+        def fresh():
+            return draw(key, chunks, first_slot, last_cell, explore_prob, stage_length, capacity)
+
+        walk = fresh() if first is None else jax.lax.cond(first_slot == 0, lambda: first, fresh)
         events = decode(chunks, walk, stage_length, num_actions)
         return first_slot + capacity, walk.cells[:, -1], consume(events, state)
 
-    if after is None:
-        start = (jnp.int32(0), jnp.full(chunks.shape, -1, jnp.int32), state)
-    else:
-        start = (jnp.int32(capacity), after.cells[:, -1], state)
+    start = (jnp.int32(0), jnp.full(chunks.shape, -1, jnp.int32), state)
     return jax.lax.while_loop(more, next_batch, start)[2]

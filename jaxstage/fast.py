@@ -167,7 +167,6 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
         if spec.replay_events:
             # Keep the first batch (almost always all of the block's events) for pass 2.
             first = ev.draw(key, chunks, 0, -1, explore_prob, stage_length, spec.event_capacity)
-            moves = consume(ev.decode(chunks, first, stage_length, k), moves)
             kept = jax.tree.map(lambda all_, one: all_.at[block].set(one), kept, first)
         moves = ev.for_each_batch(
             key, chunks, explore_prob, stage_length, spec.event_capacity, k, consume, moves, first
@@ -228,8 +227,6 @@ def _event_own_sums(
         return explored, forgone.at[own_cell].add(lost)
 
     start = (jnp.zeros((k * columns + 1, 2), jnp.float32), jnp.zeros((columns + 1, 2), jnp.float32))
-    if first is not None:
-        start = consume(ev.decode(chunks, first, stage_length, k), start)
     explored, forgone = ev.for_each_batch(
         crng.stream_key(seed, stage, _EXPLORE),
         chunks,

@@ -407,11 +407,19 @@ def quick_study(seeds: int = 10) -> Study:
 
 
 def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
-    """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5),
-    10^2..10^6 for the others."""
+    """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5) and for
+    exact information (C3), 10^2..10^6 for the other games, 10^3..10^5 for noisy
+    information (C4) and the oscillating cases: about 40 minutes on 2 CPU cores.
+
+    Exact information is compared with the core experiment's plain learner; from 10^6
+    agents on only its fastest settings (one-round stages, small update_prob) are run.
+    """
     big = _powers(2, max_exponent)
     mid = _powers(2, min(max_exponent, 6))
-    noisy = {"stage_lengths": (1, 10), "update_probs": (0.01,)}
+    small = _powers(2, min(max_exponent, 5))
+    exact_grid = {"stage_lengths": (1, 10, CONGESTION_TAU), "update_probs": (0.003, 0.01, 0.1)}
+    exact_fast = {"stage_lengths": (1,), "update_probs": (0.01,)}
+    noisy = {"stage_lengths": (10,), "update_probs": (0.003, 0.01)}
     converging = {"update_probs": (0.1, 0.3), "explore_prob": EXPLORE_MANY_ACTIONS}
     return Study(
         "full",
@@ -428,7 +436,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "congestion_tau_search",
                 ("C2",),
                 "congestion",
-                _powers(2, min(max_exponent, 5)),
+                small,
                 stage_lengths=(10, 20, 50, 100, 200),
                 round_budget=3000,
             ),
@@ -437,7 +445,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 ("C1", "C5"),
                 "beauty_contest",
                 mid,
-                stage_lengths=(20, 50),
+                stage_lengths=(20,),
                 round_budget=2000,
                 **converging,
             ),
@@ -446,7 +454,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 ("C1", "C5"),
                 "adoption",
                 mid,
-                stage_lengths=(20, 50),
+                stage_lengths=(50,),
                 round_budget=2000,
                 **converging,
             ),
@@ -456,7 +464,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "random_linear",
                 mid,
                 game_params={"symmetric": True},
-                stage_lengths=(20, 50),
+                stage_lengths=(20,),
                 round_budget=2000,
                 **converging,
             ),
@@ -464,9 +472,25 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "congestion_info",
                 ("C3",),
                 "congestion",
-                mid,
-                variants=_info_variants((1, 10, CONGESTION_TAU), (0.01, 0.1)),
+                small,
+                variants=(
+                    InfoVariant("distribution", "distribution", **exact_grid),
+                    InfoVariant("payoffs", "payoffs", **exact_grid),
+                ),
+                baseline="congestion_core",
                 round_budget=2000,
+            ),
+            Experiment(
+                "congestion_info_large",
+                ("C3",),
+                "congestion",
+                tuple(n for n in big if n > small[-1]),
+                variants=(
+                    InfoVariant("distribution", "distribution", **exact_fast),
+                    InfoVariant("payoffs", "payoffs", **exact_fast),
+                ),
+                baseline="congestion_core",
+                round_budget=500,
             ),
             Experiment(
                 "congestion_noisy_info",
@@ -476,7 +500,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 variants=_noisy_variants(
                     (100, 1000, 10_000), (0.001, 0.01, 0.05), (10, 100), noisy
                 ),
-                baseline="congestion_info",
+                baseline="congestion_core",
                 round_budget=2000,
             ),
             Experiment(
@@ -484,6 +508,16 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 ("oscillation",),
                 "minority",
                 _powers(3, min(max_exponent, 5)),
+                update_probs=(1.0, 0.1),
+                round_budget=500,
+                series=True,
+            ),
+            Experiment(
+                "minority_smooth_oscillation",
+                ("oscillation",),
+                "minority",
+                _powers(3, min(max_exponent, 5)),
+                game_params={"smoothness": 0.1},
                 update_probs=(1.0, 0.1),
                 round_budget=500,
                 series=True,

@@ -477,6 +477,9 @@ def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
     needed = estimate_memory_bytes(
         num_agents, num_actions, learner, batch, spec.kernel, spec.block_size, spec.event_capacity
     )
+    if spec.replay_events:  # pass 1's events kept for pass 2: 8 bytes per slot
+        slots = spec.num_blocks * fast.event_slots_per_block(spec.block_size, spec.event_capacity)
+        needed += batch * 8 * slots
     available = available_memory_bytes() if limit is None else int(limit)
     if needed > available:
         raise ValueError(
@@ -617,7 +620,8 @@ def _exploration_path(learners: Sequence[StageLearning], num_stages: int) -> int
     return events.event_capacity(most_events)
 
 
-#: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2.
+#: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2
+#: (and never more than a quarter of the memory available).
 REPLAY_BUDGET_BYTES = 2**29
 
 
@@ -653,7 +657,9 @@ def _kernel_spec(
         kernel="fast",
         block_size=block_size,
         replay_events=bool(
-            event_capacity and spec.needs_own_estimates and kept_bytes <= REPLAY_BUDGET_BYTES
+            event_capacity
+            and spec.needs_own_estimates
+            and kept_bytes <= min(REPLAY_BUDGET_BYTES, available_memory_bytes() // 4)
         ),
         # Rounded up to a power of two: other stage lengths in the same range reuse the
         # compiled program (the round buffer is the only shape that depends on it).

@@ -1402,21 +1402,27 @@ def _plots(
     if series:
         panels = sorted({(r["experiment"], _norm(r["num_agents"])) for r in series})
         fig, axes = plt.subplots(
-            len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False, sharex=False
+            len(panels), 2, figsize=(12, 2.4 * len(panels)), squeeze=False, sharex=False
         )
-        for ax, (name, n) in zip(axes[:, 0], panels, strict=True):
+
+        def first_share(row):
+            shares = row["distribution"]
+            return float((json.loads(shares) if isinstance(shares, str) else shares)[0])
+
+        for (gap_ax, share_ax), (name, n) in zip(axes, panels, strict=True):
             mine = [r for r in series if r["experiment"] == name and _norm(r["num_agents"]) == n]
             for key, group in lines(mine, ("update_prob", "seed")):
-                ax.plot(
-                    [float(r["round"]) for r in group],
-                    [num(r["nash_gap"]) for r in group],
-                    lw=0.8,
-                    label=f"update_prob={key[0]}, seed {key[1]}",
-                )
-            ax.set_title(f"{name}, {n:,} agents", fontsize=9)
-            ax.set_ylabel("eps-Nash gap")
-            ax.legend(fontsize=6)
+                rounds = [float(r["round"]) for r in group]
+                label = f"update_prob={key[0]}, seed {key[1]}"
+                gap_ax.plot(rounds, [num(r["nash_gap"]) for r in group], lw=0.8, label=label)
+                share_ax.plot(rounds, [first_share(r) for r in group], lw=0.8, label=label)
+            gap_ax.set_title(f"{name}, {n:,} agents", fontsize=9)
+            gap_ax.set_ylabel("eps-Nash gap")
+            share_ax.set_title(f"{name}, {n:,} agents: share of action 0", fontsize=9)
+            share_ax.set_ylabel("share of action 0")
+            gap_ax.legend(fontsize=6)
         axes[-1, 0].set_xlabel("round")
+        axes[-1, 1].set_xlabel("round")
         fig.tight_layout()
         fig.savefig(folder / "oscillation.png", dpi=110)
         plt.close(fig)

@@ -71,10 +71,20 @@ def choose_block_size(num_agents: int, num_actions: int, event_capacity: int = 0
     return int(min(target, 2 ** math.ceil(math.log2(max(num_agents, 1)))))
 
 
+def chunks_per_block(block_size: int) -> int:
+    """Event chunks a block overlaps (one more when blocks do not align with chunks)."""
+    extra = 0 if block_size % ev.EVENT_CHUNK == 0 else 1  # a misaligned block straddles
+    return -(-block_size // ev.EVENT_CHUNK) + extra
+
+
 def event_slots_per_block(block_size: int, event_capacity: int) -> int:
     """Exploration-event slots one block draws per batch."""
-    extra = 0 if block_size % ev.EVENT_CHUNK == 0 else 1
-    return (-(-block_size // ev.EVENT_CHUNK) + extra) * event_capacity
+    return chunks_per_block(block_size) * event_capacity
+
+
+def kept_event_bytes(spec: RunSpec) -> int:
+    """Bytes of pass 1's first batch of events kept for pass 2 (8 per slot), one run."""
+    return 8 * spec.num_blocks * event_slots_per_block(spec.block_size, spec.event_capacity)
 
 
 def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
@@ -130,8 +140,7 @@ def _round_counts(spec, params, seed, stage, actions, stage_length):
 
 def _block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
     """Event chunks overlapping the block that starts at agent ``start``."""
-    extra = 0 if spec.block_size % ev.EVENT_CHUNK == 0 else 1  # a misaligned block straddles
-    num_chunks = -(-spec.block_size // ev.EVENT_CHUNK) + extra
+    num_chunks = chunks_per_block(spec.block_size)
     return start // ev.EVENT_CHUNK + jnp.arange(num_chunks, dtype=jnp.int32)
 
 
@@ -175,7 +184,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
 
     kept = None
     if spec.replay_events:
-        shape = (spec.num_blocks, _block_chunks(spec, 0).shape[0], spec.event_capacity)
+        shape = (spec.num_blocks, chunks_per_block(spec.block_size), spec.event_capacity)
         kept = ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
     start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32), kept)
     base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)

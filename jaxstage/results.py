@@ -335,21 +335,26 @@ def check_output_folder(folder: str | os.PathLike[str], *, overwrite: bool = Fal
 
 
 @contextmanager
-def _atomic_folder(folder: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
+def _atomic_folder(
+    folder: str | os.PathLike[str],
+    overwrite: bool,
+    check: Callable[..., Path] = check_output_folder,
+) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; rename it to ``folder`` on success.
 
     On any exception the temporary folder is removed and ``folder`` is left as it was.
     An existing ``folder`` is moved aside, the new one renamed in, then the old removed,
-    so a complete-looking folder is always either the old or the new one.
+    so a complete-looking folder is always either the old or the new one. ``check`` is
+    the folder check (``check(folder, overwrite=...)``), run before and at the end.
     """
-    target = check_output_folder(folder, overwrite=overwrite)
+    target = check(folder, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = target.parent / f".{target.name}.partial-{tag}"
     staging.mkdir()
     try:
         yield staging
-        check_output_folder(target, overwrite=overwrite)  # nothing appeared meanwhile
+        check(target, overwrite=overwrite)  # nothing appeared meanwhile
         if target.is_dir() and any(target.iterdir()):
             retired = target.parent / f".{target.name}.old-{tag}"
             os.replace(target, retired)

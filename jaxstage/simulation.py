@@ -477,9 +477,8 @@ def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
     needed = estimate_memory_bytes(
         num_agents, num_actions, learner, batch, spec.kernel, spec.block_size, spec.event_capacity
     )
-    if spec.replay_events:  # pass 1's events kept for pass 2: 8 bytes per slot
-        slots = spec.num_blocks * fast.event_slots_per_block(spec.block_size, spec.event_capacity)
-        needed += batch * 8 * slots
+    if spec.replay_events:  # pass 1's events kept for pass 2
+        needed += batch * fast.kept_event_bytes(spec)
     available = available_memory_bytes() if limit is None else int(limit)
     if needed > available:
         raise ValueError(
@@ -651,8 +650,8 @@ def _kernel_spec(
             f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
             f"divides num_agents more closely or kernel='reference'"
         )
-    kept_bytes = batch * 8 * spec._replace(block_size=block_size).num_blocks
-    kept_bytes *= fast.event_slots_per_block(block_size, event_capacity)
+    sized = spec._replace(block_size=block_size, event_capacity=event_capacity)
+    kept_bytes = batch * fast.kept_event_bytes(sized)
     return spec._replace(
         kernel="fast",
         block_size=block_size,

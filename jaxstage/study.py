@@ -45,12 +45,9 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1102,33 +1099,6 @@ def check_study_folder(folder: str | os.PathLike[str], *, overwrite: bool = Fals
     return path
 
 
-@contextmanager
-def _atomic_folder(folder: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
-    """Yield a hidden temporary sibling to fill; rename it to ``folder`` on success."""
-    target = check_study_folder(folder, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = target.parent / f".{target.name}.partial-{tag}"
-    staging.mkdir()
-    try:
-        yield staging
-        check_study_folder(target, overwrite=overwrite)
-        if target.is_dir() and any(target.iterdir()):
-            retired = target.parent / f".{target.name}.old-{tag}"
-            os.replace(target, retired)
-            try:
-                os.replace(staging, target)
-            except BaseException:
-                os.replace(retired, target)
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
@@ -1462,7 +1432,9 @@ def write_study(
             "stage, same initial counts; held when stopped, two-cycle continued)"
         ),
     }
-    with _atomic_folder(folder, overwrite) as staging:
+    from jaxstage.results import _atomic_folder
+
+    with _atomic_folder(folder, overwrite, check_study_folder) as staging:
         (staging / "runs.csv").write_text(_csv_text(runs, RUN_COLUMNS), encoding="utf-8")
         (staging / "convergence.csv").write_text(_csv_text(convergence), encoding="utf-8")
         (staging / "shortest_stage_length.csv").write_text(_csv_text(shortest), encoding="utf-8")

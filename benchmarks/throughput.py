@@ -161,7 +161,7 @@ def measure(config: dict) -> dict:
     agent_rounds = n * tau * stages
     repeats = config["repeats"]
     compile_s = None
-    if kind in ("fast", "reference"):
+    if kind in ("fast", "fast-events", "fast-rounds", "reference"):
         import jaxstage as js
 
         game = js.make_game(GAME, num_actions=k)
@@ -169,8 +169,12 @@ def measure(config: dict) -> dict:
             stage_length=tau, explore_prob=p, update_prob=UPDATE_PROB, info=config["info"]
         )
 
+        kernel, _, path = kind.partition("-")
+
         def call(seed):
-            js.simulate(game, learner, n, stages, seed=seed, kernel=kind)
+            js.simulate(
+                game, learner, n, stages, seed=seed, kernel=kernel, fast_path=path or "auto"
+            )
 
         first = _timed(call, 0)
         best = min(_timed(call, 1 + r) for r in range(repeats))
@@ -316,12 +320,12 @@ def main() -> None:
         row = dict(base, game=GAME, update_prob=UPDATE_PROB, results={})
         row["results"]["floor"] = floors[agents]
         for kind in args.kinds:
-            baseline = kind != "fast"
+            baseline = not kind.startswith("fast")
             if baseline and agents > args.baseline_max_agents:
                 continue
             if kind in ("numpy", "naive") and info != "none":
                 continue  # the baselines implement plain stage learning only
-            stages = 1 if kind == "numpy" else fast_stages if kind == "fast" else 2
+            stages = 1 if kind == "numpy" else 2 if baseline else fast_stages
             row["results"][kind] = run_child(dict(base, kind=kind, stages=stages), args.timeout)
             row["results"][kind]["stages"] = stages
         rows.append(row)
@@ -342,7 +346,8 @@ def _line(row: dict) -> str:
         if "error" in result:
             cells.append(f"{kind} ERROR ({result['error']})")
             continue
-        extra = f" peak {result['peak_rss_bytes'] / 2**30:.2f} GiB" if kind == "fast" else ""
+        peak = result["peak_rss_bytes"] / 2**30
+        extra = f" peak {peak:.2f} GiB" if kind.startswith("fast") else ""
         cells.append(f"{kind} {result['agent_rounds_per_s'] / 1e6:,.1f} M/s{extra}")
     fast = _rate(results.get("fast"))
     ratios = [

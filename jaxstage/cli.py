@@ -471,7 +471,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     base = st.quick_study() if mode == "quick" else st.full_study()
-    chosen = st.select(base, claims=args.claims, max_agents=args.max_agents, seeds=args.seeds)
+    chosen = st.select(
+        base,
+        claims=args.claims,
+        max_agents=args.max_agents,
+        seeds=args.seeds,
+        experiments=args.experiments,
+    )
     chosen.validate()
     out = args.out or STUDY_OUT[mode]
     st.check_study_folder(out, overwrite=args.overwrite)
@@ -485,6 +491,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         chosen,
         out,
         overwrite=args.overwrite,
+        resume=args.resume,
         progress=not args.no_progress,
         command=" ".join(["jaxstage", "study"] + list(args.argv_rest)),
     )
@@ -613,7 +620,22 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--claims", type=_claims, metavar="C1,C3,...", help="only experiments serving these claims"
     )
-    study.add_argument("--overwrite", action="store_true", help="replace an existing study folder")
+    study.add_argument(
+        "--experiments",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        metavar="NAME,...",
+        help="only these experiments (names as in summary.md; unknown names are refused)",
+    )
+    study.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing study folder (and discard an interrupted run's journal)",
+    )
+    study.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: skip the sweeps journalled in FOLDER.partial/",
+    )
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.set_defaults(handler=_cmd_study)
     return parser

@@ -300,6 +300,8 @@ _jit_initial, _jit_chunk, _jit_initial_batched, _jit_chunk_batched = _compiled(
 _FAST = _compiled(_fast_initial_state, _fast_run_chunk)
 _REFERENCE = (_jit_initial, _jit_chunk, _jit_initial_batched, _jit_chunk_batched)
 KERNELS = ("auto", "reference", "fast")
+#: How the fast kernel draws exploration (see ``simulate``).
+FAST_PATHS = ("auto", "events", "rounds")
 
 
 # --------------------------------------------------------------------------- results
@@ -438,7 +440,10 @@ def estimate_memory_bytes(
     from ``learner`` when not given).
     """
     if kernel == "fast":
-        capacity = _exploration_path([learner], 1) if event_capacity is None else event_capacity
+        if event_capacity is None:
+            capacity = _exploration_path([learner], 1, num_actions)
+        else:
+            capacity = event_capacity
         block = block_size or fast.choose_block_size(num_agents, num_actions, capacity)
         per_block = block * (96 + 48 * num_actions)
         per_block += 64 * fast.event_slots_per_block(block, capacity)
@@ -588,9 +593,16 @@ def _spec(game, learner, num_agents, num_stages) -> RunSpec:
     )
 
 
-def _resolve_kernel(kernel: str, game: AnonymousGame) -> str:
+def _resolve_kernel(kernel: str, game: AnonymousGame, fast_path: str = "auto") -> str:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+    if fast_path not in FAST_PATHS:
+        raise ValueError(f"unknown fast_path {fast_path!r}; valid paths: {', '.join(FAST_PATHS)}")
+    if fast_path != "auto" and (kernel == "reference" or not fast.supports_fast(game)):
+        raise ValueError(
+            f"fast_path={fast_path!r} applies to the fast kernel only, and game {game.name!r} "
+            f"with kernel={kernel!r} runs the reference kernel; leave fast_path='auto'"
+        )
     if kernel == "auto":
         return "fast" if fast.supports_fast(game) else "reference"
     if kernel == "fast" and not fast.supports_fast(game):
@@ -601,11 +613,19 @@ def _resolve_kernel(kernel: str, game: AnonymousGame) -> str:
     return kernel
 
 
-def _exploration_path(learners: Sequence[StageLearning], num_stages: int) -> int:
-    """The fast kernel's ``event_capacity``: 0 (loop over rounds) when some stage explores
-    with probability above ``events.MAX_EVENT_EXPLORE_PROB`` or is longer than
-    ``events.MAX_GRID / events.EVENT_CHUNK`` rounds, else sized for the stage with the most
-    expected explorations per agent."""
+def _exploration_path(
+    learners: Sequence[StageLearning], num_stages: int, num_actions: int, fast_path: str = "auto"
+) -> int:
+    """The fast kernel's ``event_capacity``: 0 to loop over rounds, else the event slots per
+    chunk and batch, sized for the stage with the most expected explorations per agent.
+
+    ``"events"`` needs every stage to explore with probability at most
+    ``events.MAX_EVENT_EXPLORE_PROB`` and to be at most ``events.MAX_GRID /
+    events.EVENT_CHUNK`` rounds long; ``"auto"`` takes it then and only when
+    :func:`_events_cheaper` says so.
+    """
+    if fast_path not in FAST_PATHS:
+        raise ValueError(f"fast_path must be one of {FAST_PATHS}, got {fast_path!r}")
     most_likely, most_events, longest = 0.0, 0.0, 0.0
     for row in learners:
         probs = np.asarray(row.explore_probs(num_stages), np.float64)
@@ -614,9 +634,39 @@ def _exploration_path(learners: Sequence[StageLearning], num_stages: int) -> int
         most_events = max(most_events, float((probs * lengths).max()))
         longest = max(longest, float(lengths.max()))
     too_long = longest * events.EVENT_CHUNK > events.MAX_GRID
-    if most_likely > events.MAX_EVENT_EXPLORE_PROB or too_long:
+    possible = most_likely <= events.MAX_EVENT_EXPLORE_PROB and not too_long
+    if fast_path == "events" and not possible:
+        raise ValueError(
+            f"fast_path='events' needs explore_prob <= {events.MAX_EVENT_EXPLORE_PROB} and "
+            f"stage_length <= {events.MAX_GRID // events.EVENT_CHUNK:,} in every stage; got "
+            f"explore_prob up to {most_likely:g} and stage_length up to {longest:,.0f}"
+        )
+    if fast_path == "rounds" or not possible:
+        return 0
+    if fast_path == "auto" and not _events_cheaper(learners, num_stages, num_actions):
         return 0
     return events.event_capacity(most_events)
+
+
+#: Shortest mean stage length from which ``fast_path="auto"`` draws exploration as events,
+#: by whether agents keep their own payoff estimates and by the number of actions. Read
+#: off ``benchmarks/throughput.py --kinds fast-events fast-rounds`` at 2**20 agents and
+#: exploration 0.05 on a 2-core CPU (README, "Choosing the exploration path"): with own
+#: estimates and 4 or more actions events won from stage length 1; with 2 or 3 actions the
+#: rounds loop won up to 16; without own estimates it won up to 8 (16 at k=4).
+EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 24, "own": 1, "shared": 16}
+
+
+def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_actions: int) -> bool:
+    """Whether drawing exploration as events is expected to cost less than looping over
+    rounds (:data:`EVENTS_FROM_STAGE_LENGTH`); the mean stage length over all stages and
+    rows decides, as the cost of both paths is roughly linear in it."""
+    own = learners[0].info == "none" or (
+        learners[0].info == "payoffs" and learners[0].info_sample_size is not None
+    )
+    regime = ("own" if num_actions >= 4 else "own_few_actions") if own else "shared"
+    mean_length = float(np.mean([row.stage_lengths(num_stages).mean() for row in learners]))
+    return mean_length >= EVENTS_FROM_STAGE_LENGTH[regime]
 
 
 #: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2
@@ -634,11 +684,13 @@ def _kernel_spec(
     block_size,
     learners=None,
     batch=1,
+    fast_path="auto",
 ):
     spec = _spec(game, learner, num_agents, num_stages)
     if kernel == "reference":
         return spec
-    event_capacity = _exploration_path(learners or [learner], num_stages)
+    rows = learners or [learner]
+    event_capacity = _exploration_path(rows, num_stages, game.num_actions, fast_path)
     if block_size is None:
         block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
     block_size = check_int(block_size, "block_size", low=1, high=2**30)
@@ -828,6 +880,9 @@ def _config(
         "reference_equilibria": [np.asarray(e).tolist() for e in reference],
         "kernel": spec.kernel,
         "block_size": spec.block_size if spec.kernel == "fast" else None,
+        "fast_path": (
+            None if spec.kernel != "fast" else "events" if spec.event_capacity else "rounds"
+        ),
         "versions": _versions(),
     }
 
@@ -864,6 +919,7 @@ def simulate(
     memory_limit_bytes: int | None = None,
     kernel: str = "auto",
     block_size: int | None = None,
+    fast_path: str = "auto",
 ) -> SimulationResult:
     """Run stage learning on ``num_agents`` agents for ``num_stages`` stages.
 
@@ -893,6 +949,11 @@ def simulate(
             for the same kernel.
         block_size: agents per block of the fast kernel (default: chosen from the
             population and the number of actions); results do not depend on it.
+        fast_path: how the fast kernel draws exploration: ``"events"`` (only the
+            exploring agent-rounds, as geometric skips; cost independent of the stage
+            length), ``"rounds"`` (a loop over rounds, every agent-round drawn) or
+            ``"auto"`` (the one estimated to be cheaper; see the README's kernels
+            section). The two paths draw different random numbers.
 
     Returns:
         A :class:`SimulationResult`.
@@ -912,9 +973,11 @@ def simulate(
     kind, payload = _parse_initial(initial, num_agents, game.num_actions)
     params_game = _check_game_params(game, game_params)
     references = _references(game, game_params is not None, reference)
-    kernel = _resolve_kernel(kernel, game)
+    kernel = _resolve_kernel(kernel, game, fast_path)
     lengths = learner.stage_lengths(num_stages)
-    spec = _kernel_spec(kernel, game, learner, num_agents, num_stages, lengths.max(), block_size)
+    spec = _kernel_spec(
+        kernel, game, learner, num_agents, num_stages, lengths.max(), block_size, None, 1, fast_path
+    )
     _check_memory(
         num_agents,
         game.num_actions,
@@ -1004,6 +1067,7 @@ def sweep(
     memory_limit_bytes: int | None = None,
     kernel: str = "auto",
     block_size: int | None = None,
+    fast_path: str = "auto",
 ) -> SweepResult:
     """Run a batch of runs in one compiled, ``vmap``-ed call.
 
@@ -1015,7 +1079,7 @@ def sweep(
 
     Args:
         game, learner, num_agents, num_stages, eps, delta, hold_stages, initial,
-        reference, progress, memory_limit_bytes, kernel, block_size: as in
+        reference, progress, memory_limit_bytes, kernel, block_size, fast_path: as in
         :func:`simulate`.
         seeds: one seed per row (or one for all rows).
         game_params: per-row overrides of the game's numeric parameters.
@@ -1062,10 +1126,19 @@ def sweep(
     ]
     references = _references(game, game_params is not None, reference)
 
-    kernel = _resolve_kernel(kernel, game)
+    kernel = _resolve_kernel(kernel, game, fast_path)
     max_length = max(row.stage_lengths(num_stages).max() for row in learners)
     spec = _kernel_spec(
-        kernel, game, learner, num_agents, num_stages, max_length, block_size, learners, batch
+        kernel,
+        game,
+        learner,
+        num_agents,
+        num_stages,
+        max_length,
+        block_size,
+        learners,
+        batch,
+        fast_path,
     )
     _check_memory(
         num_agents,

@@ -45,6 +45,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,6 +72,8 @@ __all__ = [
     "shortest_stage_length_table",
     "info_speedup_table",
     "run_experiment",
+    "run_sweep",
+    "partial_folder",
     "run_study",
     "write_study",
     "check_study_folder",
@@ -540,13 +543,24 @@ def select(
     claims: Iterable[str] | None = None,
     max_agents: int | None = None,
     seeds: int | None = None,
+    experiments: Iterable[str] | None = None,
 ) -> Study:
-    """A study restricted to experiments serving ``claims`` and populations <= ``max_agents``.
+    """A study restricted to experiments serving ``claims`` (and named in ``experiments``)
+    and to populations <= ``max_agents``.
 
     Raises:
-        ValueError: an unknown claim, ``max_agents < 1`` or ``seeds < 1`` (before anything
-            runs), or nothing left to run.
+        ValueError: an unknown claim or experiment, ``max_agents < 1`` or ``seeds < 1``
+            (before anything runs), or nothing left to run.
     """
+    names = None if experiments is None else list(experiments)
+    if names is not None:
+        known = [e.name for e in study.experiments]
+        bad = [name for name in names if name not in known]
+        if bad or not names:
+            raise ValueError(
+                f"unknown experiment(s) {bad or names} in study {study.name!r}; valid: "
+                f"{', '.join(known)}"
+            )
     if seeds is not None and seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if max_agents is not None and max_agents < 1:
@@ -556,36 +570,36 @@ def select(
         bad = [c for c in wanted if c not in CLAIMS]
         if bad or not wanted:
             raise ValueError(f"unknown claim(s) {bad or wanted}; valid: {', '.join(CLAIMS)}")
-    experiments = []
+    kept: list[Experiment] = []
     for exp in study.experiments:
         if wanted is not None and not set(exp.claims) & set(wanted):
             continue
+        if names is not None and exp.name not in names:
+            continue
         populations = tuple(n for n in exp.populations if max_agents is None or n <= max_agents)
         if populations:
-            experiments.append(dataclasses.replace(exp, populations=populations))
+            kept.append(dataclasses.replace(exp, populations=populations))
     # Add the baselines the selected experiments need (their plain learner is the
     # reference of the speed-up table), or drop an experiment whose baseline has no
     # population left.
     by_name = {e.name: e for e in study.experiments}
-    for exp in list(experiments):
-        if not exp.baseline or exp.baseline in {e.name for e in experiments}:
+    for exp in list(kept):
+        if not exp.baseline or exp.baseline in {e.name for e in kept}:
             continue
         base = by_name[exp.baseline]
         populations = tuple(n for n in base.populations if max_agents is None or n <= max_agents)
         plain = tuple(v for v in base.variants if v.label == "none")
         if populations and plain:
-            experiments.insert(
-                0, dataclasses.replace(base, populations=populations, variants=plain)
-            )
+            kept.insert(0, dataclasses.replace(base, populations=populations, variants=plain))
         else:
-            experiments = [e for e in experiments if e.name != exp.name]
-    if not experiments:
+            kept = [e for e in kept if e.name != exp.name]
+    if not kept:
         raise ValueError(
             f"nothing to run: no experiment serves claims {wanted} with populations <= {max_agents}"
         )
     return dataclasses.replace(
         study,
-        experiments=tuple(experiments),
+        experiments=tuple(kept),
         seeds=study.seeds if seeds is None else seeds,
     )
 
@@ -759,79 +773,99 @@ def run_experiment(
         experiments with ``series=True``, one row per recorded state of the first
         ``series_seeds`` seeds of each sweep row group.
     """
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    for variant, n, tau in _sweep_keys(exp):
+        more_runs, more_series, seconds = run_sweep(exp, variant, n, tau, seeds, kernel=kernel)
+        runs.extend(more_runs)
+        series.extend(more_series)
+        if on_sweep is not None:
+            on_sweep(f"{exp.name} {variant.label} n={n:,} tau={tau}: {seconds:.1f} s")
+    return runs, series
+
+
+def run_sweep(
+    exp: Experiment,
+    variant: InfoVariant,
+    n: int,
+    tau: int,
+    seeds: int,
+    *,
+    kernel: str = "auto",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """One batched sweep of ``exp`` (all update probabilities and seeds) at one variant,
+    population and stage length. Returns ``(runs, series, seconds)`` as :func:`run_experiment`.
+    """
     from jaxstage.simulation import _versions
 
     versions = _versions()
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
-    for variant, n, tau in _sweep_keys(exp):
-        started = time.perf_counter()
-        game, result, row_probs, row_seeds = _sweep_runs(exp, variant, n, tau, seeds, kernel)
-        seconds = time.perf_counter() - started
-        for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
-            hold = exp.hold(tau)
-            convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
-            distance, steps, br_ok = _br_reference(game, run, prob, exp.eps, seed)
-            final_distance = run.distance_to_equilibrium
-            runs.append(
-                {
-                    "claims": ";".join(exp.claims),
-                    "experiment": exp.name,
-                    "game": exp.game,
-                    "game_params": json.dumps(exp.game_params, sort_keys=True),
-                    "num_agents": n,
-                    "variant": variant.label,
-                    "info": variant.info,
-                    "info_sample_size": variant.sample_size,
-                    "info_noise_std": variant.noise_std,
-                    "stage_length": tau,
-                    "explore_prob": exp.explore_prob,
-                    "update_prob": prob,
-                    "num_stages": exp.stages(tau),
-                    "round_budget": exp.round_budget,
-                    "eps": exp.eps,
-                    "delta": exp.delta,
-                    "hold_stages": hold,
-                    "seed": seed,
-                    "converged": convergence is not None,
-                    "convergence_round": convergence,
-                    "final_nash_gap": _cell(run.nash_gap[-1]),
-                    "final_best_reply_fraction": _cell(run.best_reply_fraction[-1]),
-                    "final_distance_to_equilibrium": None
-                    if final_distance is None
-                    else _cell(final_distance[-1]),
-                    "br_distance": distance,
-                    "br_steps": steps,
-                    "br_converged": br_ok,
-                    "kernel": run.config.get("kernel"),
-                    "sweep_seconds": round(seconds, 3),
-                    "jaxstage_version": versions["jaxstage"],
-                    "jax_version": versions["jax"],
-                }
-            )
-            if exp.series and seed < exp.series_seeds:
-                for s in range(len(run.rounds)):
-                    series.append(
-                        {
-                            "experiment": exp.name,
-                            "game": exp.game,
-                            "num_agents": n,
-                            "variant": variant.label,
-                            "stage_length": tau,
-                            "update_prob": prob,
-                            "seed": seed,
-                            "stage": s,
-                            "round": int(run.rounds[s]),
-                            "nash_gap": _cell(run.nash_gap[s]),
-                            "best_reply_fraction": _cell(run.best_reply_fraction[s]),
-                            "distribution": json.dumps(
-                                [round(float(x), 6) for x in run.distribution[s]]
-                            ),
-                        }
-                    )
-        if on_sweep is not None:
-            on_sweep(f"{exp.name} {variant.label} n={n:,} tau={tau}: {seconds:.1f} s")
-    return runs, series
+    started = time.perf_counter()
+    game, result, row_probs, row_seeds = _sweep_runs(exp, variant, n, tau, seeds, kernel)
+    seconds = time.perf_counter() - started
+    for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
+        hold = exp.hold(tau)
+        convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
+        distance, steps, br_ok = _br_reference(game, run, prob, exp.eps, seed)
+        final_distance = run.distance_to_equilibrium
+        runs.append(
+            {
+                "claims": ";".join(exp.claims),
+                "experiment": exp.name,
+                "game": exp.game,
+                "game_params": json.dumps(exp.game_params, sort_keys=True),
+                "num_agents": n,
+                "variant": variant.label,
+                "info": variant.info,
+                "info_sample_size": variant.sample_size,
+                "info_noise_std": variant.noise_std,
+                "stage_length": tau,
+                "explore_prob": exp.explore_prob,
+                "update_prob": prob,
+                "num_stages": exp.stages(tau),
+                "round_budget": exp.round_budget,
+                "eps": exp.eps,
+                "delta": exp.delta,
+                "hold_stages": hold,
+                "seed": seed,
+                "converged": convergence is not None,
+                "convergence_round": convergence,
+                "final_nash_gap": _cell(run.nash_gap[-1]),
+                "final_best_reply_fraction": _cell(run.best_reply_fraction[-1]),
+                "final_distance_to_equilibrium": None
+                if final_distance is None
+                else _cell(final_distance[-1]),
+                "br_distance": distance,
+                "br_steps": steps,
+                "br_converged": br_ok,
+                "kernel": run.config.get("kernel"),
+                "sweep_seconds": round(seconds, 3),
+                "jaxstage_version": versions["jaxstage"],
+                "jax_version": versions["jax"],
+            }
+        )
+        if exp.series and seed < exp.series_seeds:
+            for s in range(len(run.rounds)):
+                series.append(
+                    {
+                        "experiment": exp.name,
+                        "game": exp.game,
+                        "num_agents": n,
+                        "variant": variant.label,
+                        "stage_length": tau,
+                        "update_prob": prob,
+                        "seed": seed,
+                        "stage": s,
+                        "round": int(run.rounds[s]),
+                        "nash_gap": _cell(run.nash_gap[s]),
+                        "best_reply_fraction": _cell(run.best_reply_fraction[s]),
+                        "distribution": json.dumps(
+                            [round(float(x), 6) for x in run.distribution[s]]
+                        ),
+                    }
+                )
+    return runs, series, seconds
 
 
 def _sweep_keys(exp: Experiment) -> list[tuple[InfoVariant, int, int]]:
@@ -1453,11 +1487,61 @@ def write_study(
     return Path(folder)
 
 
+def partial_folder(folder: str | os.PathLike[str]) -> Path:
+    """Where a running study journals its finished sweeps: ``<folder>.partial``."""
+    path = Path(folder)
+    return path.with_name(path.name + ".partial")
+
+
+def _sweep_id(exp: Experiment, variant: InfoVariant, n: int, tau: int) -> str:
+    return f"{exp.name}|{variant.label}|{n}|{tau}"
+
+
+def _open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
+    """The partial folder's journal, and the sweeps it already holds (``resume``).
+
+    Raises:
+        ValueError: a partial folder exists and neither ``resume`` nor ``overwrite`` is
+            given, or it belongs to a different study definition.
+    """
+    partial = partial_folder(folder)
+    journal, definition = partial / "sweeps.jsonl", partial / "study.json"
+    wanted = json.dumps(study.config(), sort_keys=True, default=str)
+    done: dict[str, dict[str, Any]] = {}
+    if partial.exists():
+        if resume:
+            found = definition.read_text(encoding="utf-8") if definition.is_file() else None
+            if found != wanted:
+                raise ValueError(
+                    f"cannot resume from {str(partial)!r}: it was written by a different "
+                    f"study definition (or is damaged); pass --overwrite to start again"
+                )
+            for line in journal.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short by an interruption: the sweep is run again
+                done[entry["sweep"]] = entry
+        elif overwrite:
+            shutil.rmtree(partial)
+        else:
+            raise ValueError(
+                f"{str(partial)!r} holds an interrupted run of a study; pass --resume to "
+                f"continue it or --overwrite to start again"
+            )
+    if not done:
+        partial.mkdir(parents=True, exist_ok=True)
+        definition.write_text(wanted, encoding="utf-8")
+        journal.write_text("", encoding="utf-8")
+    return journal, done
+
+
 def run_study(
     study: Study,
     folder: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     kernel: str = "auto",
     plots: bool = True,
@@ -1466,34 +1550,53 @@ def run_study(
     """Validate, run every sweep of ``study`` and write its folder.
 
     The folder is checked before anything runs and written atomically at the end, so an
-    interrupted study leaves no complete-looking folder.
+    interrupted study leaves no complete-looking folder. Each finished sweep is appended
+    to a journal in ``<folder>.partial/`` (:func:`partial_folder`); with ``resume`` a
+    study interrupted earlier skips the sweeps it journalled (same definition only). The
+    journal is removed once the folder is written. ``wall_seconds`` counts the sweeps'
+    own run time, journalled ones included.
     """
     from tqdm.auto import tqdm
 
     study.validate()
-    check_study_folder(folder, overwrite=overwrite)
+    folder = check_study_folder(folder, overwrite=overwrite)
+    journal, done = _open_journal(study, folder, resume=resume, overwrite=overwrite)
     command = command or " ".join(["jaxstage"] + sys.argv[1:])
     started = time.perf_counter()
+    earlier_seconds = sum(entry["seconds"] for entry in done.values())
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
-    total = sum(len(_sweep_keys(e)) for e in study.experiments)
-    with tqdm(total=total, unit="sweep", disable=not progress, desc=study.name) as bar:
-        for exp in study.experiments:
-
-            def done(text: str) -> None:
-                bar.update(1)
-                bar.set_postfix_str(text[:60])
-
-            more_runs, more_series = run_experiment(exp, study.seeds, kernel=kernel, on_sweep=done)
-            runs.extend(more_runs)
-            series.extend(more_series)
-    return write_study(
+    keys = [(exp, *key) for exp in study.experiments for key in _sweep_keys(exp)]
+    with tqdm(total=len(keys), unit="sweep", disable=not progress, desc=study.name) as bar:
+        for exp, variant, n, tau in keys:
+            sweep_id = _sweep_id(exp, variant, n, tau)
+            if sweep_id in done:
+                entry = done[sweep_id]
+            else:
+                more_runs, more_series, seconds = run_sweep(
+                    exp, variant, n, tau, study.seeds, kernel=kernel
+                )
+                entry = {
+                    "sweep": sweep_id,
+                    "seconds": seconds,
+                    "runs": more_runs,
+                    "series": more_series,
+                }
+                with open(journal, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry, default=str) + "\n")
+            runs.extend(entry["runs"])
+            series.extend(entry["series"])
+            bar.update(1)
+            bar.set_postfix_str(f"{exp.name} {variant.label} n={n:,} tau={tau}"[:60])
+    written = write_study(
         folder,
         study,
         runs,
         series,
-        wall_seconds=time.perf_counter() - started,
+        wall_seconds=earlier_seconds + time.perf_counter() - started,
         command=command,
         overwrite=overwrite,
         plots=plots,
     )
+    shutil.rmtree(partial_folder(folder), ignore_errors=True)
+    return written

@@ -106,13 +106,16 @@ def test_kernel_path_follows_the_exploration_probability():
     game = js.make_game("congestion", num_actions=3)
 
     def capacity(learner):
-        return simulation._kernel_spec("fast", game, learner, 1000, 3, 8, None).event_capacity
+        spec = simulation._kernel_spec("fast", game, learner, 1000, 3, 8, None, fast_path="events")
+        return spec.event_capacity
 
     assert capacity(js.StageLearning(stage_length=8, explore_prob=0.1)) > 0
-    assert capacity(js.StageLearning(stage_length=8, explore_prob=0.6)) == 0
-    # Stages too long for exact float32 running sums fall back to the loop over rounds.
+    with pytest.raises(ValueError, match="explore_prob <= 0.5"):
+        capacity(js.StageLearning(stage_length=8, explore_prob=0.6))
+    # Stages too long for exact float32 running sums need the loop over rounds.
     long_stage = (ev.MAX_GRID // ev.EVENT_CHUNK) + 1
-    assert capacity(js.StageLearning(stage_length=long_stage, explore_prob=0.001)) == 0
+    with pytest.raises(ValueError, match="stage_length <="):
+        capacity(js.StageLearning(stage_length=long_stage, explore_prob=0.001))
 
 
 def test_running_sums_are_exact_and_saturate():
@@ -140,10 +143,13 @@ def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, samp
     )
 
     def run():
-        return js.simulate(game, learner, 3000, 3, seed=5, kernel="fast", return_actions=True)
+        return js.simulate(
+            game, learner, 3000, 3, seed=5, kernel="fast", return_actions=True, fast_path="events"
+        )
 
     def replays():
-        return simulation._kernel_spec("fast", game, learner, 3000, 3, 6, None).replay_events
+        spec = simulation._kernel_spec("fast", game, learner, 3000, 3, 6, None, fast_path="events")
+        return spec.replay_events
 
     assert replays()
     replayed = run()

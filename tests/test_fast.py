@@ -29,16 +29,19 @@ LEARNERS = {
 
 
 @pytest.mark.parametrize(
-    "game_name, mode",
+    "game_name, mode, path",
     [
-        ("congestion", "none"),
-        ("congestion", "none-heavy"),
-        ("adoption", "none"),
-        ("adoption", "payoffs-sampled"),
-        ("adoption", "distribution-noisy"),
+        ("congestion", "none", "events"),
+        ("congestion", "none", "rounds"),
+        ("congestion", "none-heavy", "rounds"),
+        ("adoption", "none", "events"),
+        ("adoption", "payoffs-sampled", "events"),
+        ("adoption", "payoffs-sampled", "rounds"),
+        ("adoption", "distribution-noisy", "events"),
+        ("adoption", "distribution-noisy", "rounds"),
     ],
 )
-def test_results_do_not_depend_on_the_block_size(game_name, mode):
+def test_results_do_not_depend_on_the_block_size(game_name, mode, path):
     game = js.make_game(game_name)
     runs = [
         js.simulate(
@@ -50,6 +53,7 @@ def test_results_do_not_depend_on_the_block_size(game_name, mode):
             kernel="fast",
             block_size=size,
             return_actions=True,
+            fast_path=path,
         )
         for size in (1000, 128, 37)
     ]
@@ -80,14 +84,27 @@ AGREEMENT = [(g, m) for g in ("congestion", "adoption") for m in LEARNERS] + [
 ]
 
 
+@pytest.mark.parametrize("path", ["events", "rounds"])
 @pytest.mark.parametrize("game_name, mode", AGREEMENT)
-def test_fast_and_reference_kernels_agree_in_distribution(game_name, mode):
-    """Mean trajectory over 24 seeds of each kernel, within 5 combined standard errors."""
+def test_fast_and_reference_kernels_agree_in_distribution(game_name, mode, path):
+    """Mean trajectory over 24 seeds of each kernel, within 5 combined standard errors, for
+    both ways the fast kernel draws exploration."""
     game, learner = GAMES[game_name], LEARNERS[mode]
+    if path == "events" and learner.explore_prob > 0.5:
+        pytest.skip("above events.MAX_EVENT_EXPLORE_PROB only the loop over rounds runs")
     seeds = list(range(24))
     out = {}
     for kernel in ("reference", "fast"):
-        swept = js.sweep(game, learner, 400, 4, seeds=seeds, kernel=kernel, initial="uniform")
+        swept = js.sweep(
+            game,
+            learner,
+            400,
+            4,
+            seeds=seeds,
+            kernel=kernel,
+            initial="uniform",
+            fast_path=path if kernel == "fast" else "auto",
+        )
         out[kernel] = np.concatenate(
             [
                 swept.stack("distribution_by_type").reshape(len(seeds), -1),
@@ -105,14 +122,23 @@ def test_fast_and_reference_kernels_agree_in_distribution(game_name, mode):
 def test_fast_kernel_is_deterministic_and_compiles_once():
     game = js.make_game("congestion", num_actions=3)
     learner = js.StageLearning(stage_length=5, explore_prob=0.1, update_prob=0.3)
-    first = js.simulate(game, learner, 500, 3, seed=1, kernel="fast")
+    first = js.simulate(game, learner, 500, 3, seed=1, kernel="fast", fast_path="events")
     size = simulation._FAST[1]._cache_size()
-    again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast")
+    again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast", fast_path="events")
     np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
     # Stage lengths 5 and 7 share the round buffer of 8 rounds, and 0.5 and 0.49 expected
     # explorations per stage share the event batch size: no recompilation.
     other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.9)
-    js.simulate(game, other, 500, 3, seed=2, kernel="fast", game_params={"noise_std": 1.0})
+    js.simulate(
+        game,
+        other,
+        500,
+        3,
+        seed=2,
+        kernel="fast",
+        game_params={"noise_std": 1.0},
+        fast_path="events",
+    )
     assert simulation._FAST[1]._cache_size() == size
     assert first.config["kernel"] == "fast"
 
@@ -178,3 +204,43 @@ def test_fast_kernel_refuses_a_padded_population_past_int32():
             kernel="fast",
             block_size=2**17,
         )
+
+
+def test_exploration_path_is_chosen_by_cost_and_can_be_forced():
+    game = js.make_game("congestion", num_actions=4)
+    few = js.make_game("congestion", num_actions=2)
+
+    def path(game, learner, **kwargs):
+        return js.simulate(game, learner, 300, 2, **kwargs).config["fast_path"]
+
+    own = js.StageLearning(stage_length=2, explore_prob=0.05)
+    shared = js.StageLearning(stage_length=2, explore_prob=0.05, info="distribution")
+    longer = js.StageLearning(stage_length=50, explore_prob=0.05, info="distribution")
+    assert path(game, own) == "events"  # own estimates, 4 actions: events from length 1
+    assert path(few, own) == "rounds"  # 2 actions: the loop over rounds up to length 23
+    assert path(game, shared) == "rounds"  # shared information: rounds up to length 15
+    assert path(game, longer) == "events"
+    assert path(game, shared, fast_path="events") == "events"
+    assert path(game, own, fast_path="rounds") == "rounds"
+    assert js.simulate(game, own, 300, 2, kernel="reference").config["fast_path"] is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fast_path": "gpu"}, "unknown fast_path 'gpu'"),
+        ({"fast_path": "events", "kernel": "reference"}, "applies to the fast kernel only"),
+    ],
+)
+def test_bad_exploration_paths_are_refused(kwargs, message):
+    game = js.make_game("congestion", num_actions=4)
+    learner = js.StageLearning(stage_length=2, explore_prob=0.05)
+    with pytest.raises(ValueError, match=message):
+        js.simulate(game, learner, 300, 2, **kwargs)
+
+
+def test_events_path_refuses_what_it_cannot_draw():
+    game = js.make_game("congestion", num_actions=4)
+    heavy = js.StageLearning(stage_length=2, explore_prob=0.7)
+    with pytest.raises(ValueError, match=r"explore_prob <= 0.5.*explore_prob up to 0.7"):
+        js.simulate(game, heavy, 300, 2, fast_path="events")

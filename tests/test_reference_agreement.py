@@ -198,7 +198,8 @@ def run_simulate(case, x0, info, sample_size=None, game=LINEAR, game_params=None
 
 @pytest.fixture(autouse=True, params=["reference", "fast"])
 def kernel(request, monkeypatch):
-    """Every comparison runs on both kernels: the readable reference and the fast one."""
+    """Every comparison runs on both kernels: the readable reference and the fast one
+    (whose exploration path ``"auto"`` picks by cost: events or the loop over rounds)."""
     monkeypatch.setattr(
         js, "simulate", functools.partial(simulation.simulate, kernel=request.param)
     )

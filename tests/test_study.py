@@ -411,3 +411,103 @@ def test_selecting_a_claim_brings_the_plain_baseline_it_needs():
     base = next(e for e in chosen.experiments if e.name == "congestion_info")
     assert [v.label for v in base.variants] == ["none"]
     assert all("C1" not in e.claims for e in chosen.experiments)
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+TWO_SWEEPS = st.Study(
+    "two",
+    (
+        st.Experiment(
+            "two_core", ("C1",), "congestion", (60, 120), stage_lengths=(5,), round_budget=20
+        ),
+    ),
+    seeds=2,
+)
+
+
+class StopHereError(Exception):
+    pass
+
+
+REAL_RUN_SWEEP = st.run_sweep
+
+
+def _interrupt_after(monkeypatch, sweeps: int) -> list[str]:
+    """Make ``run_sweep`` fail after ``sweeps`` calls; returns the populations it ran."""
+    real, calls = REAL_RUN_SWEEP, []
+
+    def flaky(exp, variant, n, tau, seeds, **kwargs):
+        if len(calls) == sweeps:
+            raise StopHereError
+        calls.append(n)
+        return real(exp, variant, n, tau, seeds, **kwargs)
+
+    monkeypatch.setattr(st, "run_sweep", flaky)
+    return calls
+
+
+def _table_without_timing(folder) -> list[dict]:
+    return [
+        {k: v for k, v in row.items() if k != "sweep_seconds"}
+        for row in st.read_csv(folder / "runs.csv")
+    ]
+
+
+def test_an_interrupted_study_keeps_its_finished_sweeps_and_resumes(tmp_path, monkeypatch):
+    whole = st.run_study(TWO_SWEEPS, tmp_path / "whole", progress=False, plots=False)
+    folder = tmp_path / "study"
+    calls = _interrupt_after(monkeypatch, 1)
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    assert calls == [60]
+    assert not folder.exists()  # nothing that looks complete
+    journal = st.partial_folder(folder) / "sweeps.jsonl"
+    assert len(journal.read_text().splitlines()) == 1
+
+    with pytest.raises(ValueError, match="--resume"):  # neither resume nor overwrite
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert calls == [120]  # the journalled sweep was not run again
+    assert not st.partial_folder(folder).exists()
+    assert _table_without_timing(folder) == _table_without_timing(whole)
+
+
+def test_resume_refuses_a_journal_of_another_study(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    other = st.select(TWO_SWEEPS, seeds=3)
+    with pytest.raises(ValueError, match="different study definition"):
+        st.run_study(other, folder, resume=True, progress=False, plots=False)
+    # --overwrite discards the journal and starts again.
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(other, folder, overwrite=True, progress=False, plots=False)
+    assert calls == [60, 120]
+
+
+def test_a_line_cut_short_is_run_again(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    journal = st.partial_folder(folder) / "sweeps.jsonl"
+    journal.write_text(journal.read_text()[:-40])  # killed while writing
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert calls == [60, 120]
+
+
+def test_selecting_experiments_by_name():
+    chosen = st.select(st.full_study(), experiments=["congestion_core"], max_agents=10**4)
+    assert [e.name for e in chosen.experiments] == ["congestion_core"]
+    assert chosen.experiments[0].populations == (100, 1000, 10_000)
+    # A named experiment with a baseline brings the baseline's plain learner along.
+    with_baseline = st.select(st.full_study(), experiments=["congestion_info"])
+    names = [e.name for e in with_baseline.experiments]
+    assert names == ["congestion_core", "congestion_info"]
+    with pytest.raises(ValueError, match=r"unknown experiment\(s\) \['nope'\].*congestion_core"):
+        st.select(st.full_study(), experiments=["nope"])

@@ -160,7 +160,7 @@ def measure(config: dict) -> dict:
     )
     agent_rounds = n * tau * stages
     repeats = config["repeats"]
-    compile_s = None
+    compile_s, chosen_path = None, [None]
     if kind in ("fast", "fast-events", "fast-rounds", "reference"):
         import jaxstage as js
 
@@ -171,10 +171,13 @@ def measure(config: dict) -> dict:
 
         kernel, _, path = kind.partition("-")
 
+        chosen_path = []
+
         def call(seed):
-            js.simulate(
+            result = js.simulate(
                 game, learner, n, stages, seed=seed, kernel=kernel, fast_path=path or "auto"
             )
+            chosen_path.append(result.config["fast_path"])
 
         first = _timed(call, 0)
         best = min(_timed(call, 1 + r) for r in range(repeats))
@@ -198,7 +201,8 @@ def measure(config: dict) -> dict:
         )
     else:
         raise ValueError(f"unknown measurement kind {kind!r}")
-    return {
+    extra = {"fast_path": chosen_path[0]} if kind.startswith("fast") else {}
+    return extra | {
         "agent_rounds_per_s": agent_rounds / best,
         "seconds": best,
         "compile_s": compile_s,
@@ -264,6 +268,16 @@ PRESETS = {
         stage_lengths=[10, 50, 200],
         info=["none"],
     ),
+    # The two exploration paths of the fast kernel against each other (what
+    # jaxstage.simulation.EVENTS_FROM_STAGE_LENGTH is read from).
+    "paths": dict(
+        agents=[2**20],
+        actions=[2, 3, 4, 8],
+        stage_lengths=[1, 2, 4, 8, 16, 32, 64],
+        info=["none", "distribution"],
+        kinds=["fast", "fast-events", "fast-rounds"],
+        min_agent_rounds=5e7,
+    ),
 }
 
 
@@ -279,10 +293,15 @@ def main() -> None:
     parser.add_argument(
         "--min-agent-rounds",
         type=float,
-        default=2e8,
-        help="stages per timed fast run: enough for this many agent-rounds (at least 1)",
+        help="stages per timed fast run: enough for this many agent-rounds (at least 1; "
+        "default 2e8 or the preset's)",
     )
-    parser.add_argument("--kinds", nargs="+", default=["fast", "reference", "naive", "numpy"])
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["fast", "fast-events", "fast-rounds", "reference", "naive", "numpy"],
+        help="what to measure (default: fast, reference, naive, numpy; the preset's own)",
+    )
     parser.add_argument("--baseline-max-agents", type=float, default=2**20 * 1.01)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -293,7 +312,9 @@ def main() -> None:
         return
 
     grid = dict(PRESETS[args.preset]) if args.preset else dict(PRESETS["target"])
-    for name in ("agents", "actions", "stage_lengths", "info"):
+    grid.setdefault("kinds", ["fast", "reference", "naive", "numpy"])
+    grid.setdefault("min_agent_rounds", 2e8)
+    for name in ("agents", "actions", "stage_lengths", "info", "kinds", "min_agent_rounds"):
         if getattr(args, name) is not None:
             grid[name] = getattr(args, name)
     env = environment()
@@ -303,7 +324,7 @@ def main() -> None:
     for agents, actions, tau, info in itertools.product(
         [int(a) for a in grid["agents"]], grid["actions"], grid["stage_lengths"], grid["info"]
     ):
-        fast_stages = max(1, int(np.ceil(args.min_agent_rounds / (agents * tau))))
+        fast_stages = max(1, int(np.ceil(grid["min_agent_rounds"] / (agents * tau))))
         base = dict(
             agents=agents,
             actions=actions,
@@ -319,7 +340,7 @@ def main() -> None:
             )
         row = dict(base, game=GAME, update_prob=UPDATE_PROB, results={})
         row["results"]["floor"] = floors[agents]
-        for kind in args.kinds:
+        for kind in grid["kinds"]:
             baseline = not kind.startswith("fast")
             if baseline and agents > args.baseline_max_agents:
                 continue
@@ -348,7 +369,8 @@ def _line(row: dict) -> str:
             continue
         peak = result["peak_rss_bytes"] / 2**30
         extra = f" peak {peak:.2f} GiB" if kind.startswith("fast") else ""
-        cells.append(f"{kind} {result['agent_rounds_per_s'] / 1e6:,.1f} M/s{extra}")
+        label = f"{kind}({result['fast_path']})" if kind == "fast" else kind
+        cells.append(f"{label} {result['agent_rounds_per_s'] / 1e6:,.1f} M/s{extra}")
     fast = _rate(results.get("fast"))
     ratios = [
         f"fast/{kind} {fast / _rate(results[kind]):.2g}x"

@@ -272,10 +272,10 @@ PRESETS = {
     # jaxstage.simulation.EVENTS_FROM_STAGE_LENGTH is read from).
     "paths": dict(
         agents=[2**20],
-        actions=[2, 3, 4, 8],
-        stage_lengths=[1, 2, 4, 8, 16, 32, 64],
+        actions=[2, 4, 8],
+        stage_lengths=[1, 4, 16, 64],
         info=["none", "distribution"],
-        kinds=["fast", "fast-events", "fast-rounds"],
+        kinds=["fast-events", "fast-rounds"],
         min_agent_rounds=5e7,
     ),
 }
@@ -339,6 +339,7 @@ def main() -> None:
                 args.timeout,
             )
         row = dict(base, game=GAME, update_prob=UPDATE_PROB, results={})
+        row["auto_path"] = _auto_path(actions, tau, args.explore, info)
         row["results"]["floor"] = floors[agents]
         for kind in grid["kinds"]:
             baseline = not kind.startswith("fast")
@@ -354,6 +355,15 @@ def main() -> None:
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump({"environment": env, "command": sys.argv, "rows": rows}, handle, indent=2)
     print(f"written to {args.out}")
+
+
+def _auto_path(actions: int, stage_length: int, explore: float, info: str) -> str:
+    """The exploration path ``fast_path="auto"`` takes for this configuration."""
+    import jaxstage as js
+    from jaxstage import simulation
+
+    learner = js.StageLearning(stage_length=stage_length, explore_prob=explore, info=info)
+    return "events" if simulation._exploration_path([learner], 1, actions) else "rounds"
 
 
 def _rate(result: dict | None) -> float | None:
@@ -381,7 +391,11 @@ def _line(row: dict) -> str:
     compile_text = f"  compile {compile_s:.1f} s" if compile_s is not None else ""
     return (
         f"n={row['agents']:>13,} k={row['actions']:>2} tau={row['stage_length']:>4} "
-        f"info={row['info']:<8} " + "  ".join(cells) + "  |  " + "  ".join(ratios) + compile_text
+        f"info={row['info']:<8} auto={row['auto_path']:<6} "
+        + "  ".join(cells)
+        + "  |  "
+        + "  ".join(ratios)
+        + compile_text
     )
 
 

@@ -282,9 +282,9 @@ def _rows_in_turn(fn, in_axes):
     """``jax.vmap(fn, in_axes)`` computed one row after another (``lax.map``).
 
     The fast kernel's sweeps use it: its blocks, event loops and scatters are sized for
-    one population, and vectorising them over rows ran 2.2x slower per agent-round than
-    single runs (10 rows of 10^5 agents, stage length 100, ad hoc timing) and multiplied
-    the temporaries by the batch. Row ``i`` is then exactly the single run ``i``.
+    one population, and vectorising them over rows ran 1.8 to 1.9x slower per agent-round
+    (10 rows of 10^5 and 10^6 agents, ``benchmarks/sweep_rows.py``) and multiplied the
+    temporaries by the batch. Row ``i`` is then exactly the single run ``i``.
     """
 
     def batched(*args):

@@ -6,8 +6,9 @@ implementation (and the oracle of any faster path). Three kinds of input are kep
 * a static :class:`RunSpec` that fixes shapes and code paths (population, actions, types,
   information mode, sample size, number of stages): changing it recompiles;
 * traced :class:`RunParams` (game coefficients, per-stage exploration and stage lengths,
-  inertia, information noise, eps): changing them does not recompile, and sweeps ``vmap``
-  over them;
+  inertia, information noise, eps): changing them does not recompile, and sweeps batch
+  over them (``vmap`` in the reference kernel, rows in turn with ``lax.map`` in the fast
+  one);
 * the random key. Randomness is keyed by (seed, stage, round): the key of round ``r`` of
   stage ``s`` is ``fold_in(fold_in(fold_in(stages_key, s), 0), r)``, so a run's numbers
   do not depend on how stages are chunked for progress reporting.
@@ -1091,7 +1092,8 @@ def sweep(
     block_size: int | None = None,
     fast_path: str = "auto",
 ) -> SweepResult:
-    """Run a batch of runs in one compiled, ``vmap``-ed call.
+    """Run a batch of runs in one compiled call (``vmap``-ed in the reference kernel, rows
+    one after another in the fast kernel).
 
     The batch size ``B`` is the longest of ``seeds`` and the per-row parameter lists; each
     list has ``B`` entries or one (broadcast). Row ``i`` equals

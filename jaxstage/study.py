@@ -409,8 +409,8 @@ def quick_study(seeds: int = 10) -> Study:
 def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
     """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5) and for
     exact information (C3), 10^2..10^6 for the other games, 10^3..10^5 for noisy
-    information (C4) and the oscillating cases. Not yet timed to completion: a run on
-    2 CPU cores was stopped after 78 minutes.
+    information (C4) and the oscillating cases. Measured: 1 h 18 min on 2 CPU cores
+    (docs/study.md).
 
     Exact information is compared with the core experiment's plain learner; from 10^6
     agents on only its fastest settings (one-round stages, small update_prob) are run.

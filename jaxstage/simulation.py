@@ -42,7 +42,7 @@ from jaxstage.metrics import (
     deviation_payoffs,
     distance_to_equilibria,
 )
-from jaxstage.spec import RunSpec
+from jaxstage.spec import RunSpec, needs_own_estimates
 
 __all__ = [
     "RunSpec",
@@ -475,10 +475,7 @@ def estimate_memory_bytes(
             per_block += 64 * min(fast.MAX_BLOCK_SLOTS, learner.info_sample_size * capacity)
         return int(batch * 3 * (num_agents + block) + per_block + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
-    own = learner.info == "none" or (
-        learner.info == "payoffs" and learner.info_sample_size is not None
-    )
-    if own:
+    if needs_own_estimates(learner.info, learner.info_sample_size):
         per_agent += 24 * num_actions
     return int(batch * num_agents * per_agent + 64 * 2**20)
 
@@ -648,8 +645,6 @@ def _exploration_path(
     events.EVENT_CHUNK`` rounds long; ``"auto"`` takes it then and only when
     :func:`_events_cheaper` says so.
     """
-    if fast_path not in FAST_PATHS:
-        raise ValueError(f"fast_path must be one of {FAST_PATHS}, got {fast_path!r}")
     most_likely, most_events, longest = 0.0, 0.0, 0.0
     for row in learners:
         probs = np.asarray(row.explore_probs(num_stages), np.float64)
@@ -674,10 +669,11 @@ def _exploration_path(
 
 #: Shortest mean stage length from which ``fast_path="auto"`` draws exploration as events,
 #: by whether agents keep their own payoff estimates and by the number of actions. Read
-#: off ``benchmarks/throughput.py --kinds fast-events fast-rounds`` at 2**20 agents and
-#: exploration 0.05 on a 2-core CPU (README, "Choosing the exploration path"): with own
-#: estimates and 4 or more actions events won from stage length 1; with 2 or 3 actions the
-#: rounds loop won up to 16; without own estimates it won up to 8 (16 at k=4).
+#: off ``benchmarks/throughput.py --preset paths`` (2**20 agents, exploration 0.05, 2-core
+#: CPU; README, "Exploration paths and stage lengths") and earlier ad hoc runs at k = 3:
+#: with own estimates and 4 or more actions events won from stage length 1; with 2 actions
+#: the rounds loop won up to 16 and events at 64; without own estimates the rounds loop won
+#: at stage length 1 and events at 64, with mixed results in between.
 EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 24, "own": 1, "shared": 16}
 
 
@@ -685,9 +681,7 @@ def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_acti
     """Whether drawing exploration as events is expected to cost less than looping over
     rounds (:data:`EVENTS_FROM_STAGE_LENGTH`); the mean stage length over all stages and
     rows decides, as the cost of both paths is roughly linear in it."""
-    own = learners[0].info == "none" or (
-        learners[0].info == "payoffs" and learners[0].info_sample_size is not None
-    )
+    own = needs_own_estimates(learners[0].info, learners[0].info_sample_size)
     regime = ("own" if num_actions >= 4 else "own_few_actions") if own else "shared"
     mean_length = float(np.mean([row.stage_lengths(num_stages).mean() for row in learners]))
     return mean_length >= EVENTS_FROM_STAGE_LENGTH[regime]

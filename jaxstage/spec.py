@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-__all__ = ["RunSpec"]
+__all__ = ["RunSpec", "needs_own_estimates"]
+
+
+def needs_own_estimates(info: str, info_sample_size: int | None) -> bool:
+    """Whether agents keep per-agent payoff accumulators: exact published payoffs replace
+    an agent's own averages, and the distribution mode uses the payoff model, so only
+    plain learning and sampled payoffs need them."""
+    return info == "none" or (info == "payoffs" and info_sample_size is not None)
 
 
 class RunSpec(NamedTuple):
@@ -38,9 +45,7 @@ class RunSpec(NamedTuple):
 
     @property
     def needs_own_estimates(self) -> bool:
-        # Exact published payoffs replace an agent's own averages, and the distribution
-        # mode uses the payoff model, so only these two paths need per-agent accumulators.
-        return self.info == "none" or (self.info == "payoffs" and self.info_sample_size is not None)
+        return needs_own_estimates(self.info, self.info_sample_size)
 
     @property
     def num_blocks(self) -> int:

@@ -1522,6 +1522,9 @@ def _open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
                 except json.JSONDecodeError:
                     break  # a line cut short by an interruption: the sweep is run again
                 done[entry["sweep"]] = entry
+            # Keep only whole entries: new ones must not be appended to a cut-short line.
+            entries = "".join(json.dumps(entry, default=str) + "\n" for entry in done.values())
+            journal.write_text(entries, encoding="utf-8")
         elif overwrite:
             shutil.rmtree(partial)
         else:

@@ -501,6 +501,24 @@ def test_a_line_cut_short_is_run_again(tmp_path, monkeypatch):
     assert calls == [60, 120]
 
 
+def test_resuming_after_a_cut_short_line_keeps_later_sweeps(tmp_path, monkeypatch):
+    """A cut-short last line is dropped on resume, so the next sweep's entry stays whole."""
+    folder = tmp_path / "study"
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    journal = st.partial_folder(folder) / "sweeps.jsonl"
+    whole = journal.read_text()
+    journal.write_text(whole + whole[:40])  # killed while writing the second sweep
+    with pytest.raises(StopHereError):  # resumed, and interrupted again before it ran
+        _interrupt_after(monkeypatch, 0)
+        st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert journal.read_text() == whole
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert calls == [120]
+
+
 def test_selecting_experiments_by_name():
     chosen = st.select(st.full_study(), experiments=["congestion_core"], max_agents=10**4)
     assert [e.name for e in chosen.experiments] == ["congestion_core"]

@@ -447,6 +447,15 @@ def _interrupt_after(monkeypatch, sweeps: int) -> list[str]:
     return calls
 
 
+def _interrupted_after_one_sweep(tmp_path, monkeypatch):
+    """A ``TWO_SWEEPS`` study folder whose run stopped after its first sweep."""
+    folder = tmp_path / "study"
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    return folder
+
+
 def _table_without_timing(folder) -> list[dict]:
     return [
         {k: v for k, v in row.items() if k != "sweep_seconds"}
@@ -476,10 +485,7 @@ def test_an_interrupted_study_keeps_its_finished_sweeps_and_resumes(tmp_path, mo
 
 
 def test_resume_refuses_a_journal_of_another_study(tmp_path, monkeypatch):
-    folder = tmp_path / "study"
-    _interrupt_after(monkeypatch, 1)
-    with pytest.raises(StopHereError):
-        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    folder = _interrupted_after_one_sweep(tmp_path, monkeypatch)
     other = st.select(TWO_SWEEPS, seeds=3)
     with pytest.raises(ValueError, match="different study definition"):
         st.run_study(other, folder, resume=True, progress=False, plots=False)
@@ -490,10 +496,7 @@ def test_resume_refuses_a_journal_of_another_study(tmp_path, monkeypatch):
 
 
 def test_a_line_cut_short_is_run_again(tmp_path, monkeypatch):
-    folder = tmp_path / "study"
-    _interrupt_after(monkeypatch, 1)
-    with pytest.raises(StopHereError):
-        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    folder = _interrupted_after_one_sweep(tmp_path, monkeypatch)
     journal = st.partial_folder(folder) / "sweeps.jsonl"
     journal.write_text(journal.read_text()[:-40])  # killed while writing
     calls = _interrupt_after(monkeypatch, 5)
@@ -503,10 +506,7 @@ def test_a_line_cut_short_is_run_again(tmp_path, monkeypatch):
 
 def test_resuming_after_a_cut_short_line_keeps_later_sweeps(tmp_path, monkeypatch):
     """A cut-short last line is dropped on resume, so the next sweep's entry stays whole."""
-    folder = tmp_path / "study"
-    _interrupt_after(monkeypatch, 1)
-    with pytest.raises(StopHereError):
-        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    folder = _interrupted_after_one_sweep(tmp_path, monkeypatch)
     journal = st.partial_folder(folder) / "sweeps.jsonl"
     whole = journal.read_text()
     journal.write_text(whole + whole[:40])  # killed while writing the second sweep

@@ -493,6 +493,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.no_progress,
+        reuse=args.reuse or (),
         command=" ".join(["jaxstage", "study"] + list(args.argv_rest)),
     )
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -635,6 +636,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue an interrupted run: skip the sweeps journalled in FOLDER.partial/",
+    )
+    study.add_argument(
+        "--reuse",
+        action="append",
+        metavar="FOLDER",
+        help="take the sweeps a finished study folder already ran (same experiment and "
+        "variant definition, same seeds) instead of running them again; repeatable",
     )
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.set_defaults(handler=_cmd_study)

@@ -407,13 +407,15 @@ def quick_study(seeds: int = 10) -> Study:
 
 
 def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
-    """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5) and for
-    exact information (C3), 10^2..10^6 for the other games, 10^3..10^5 for noisy
-    information (C4) and the oscillating cases. Measured: 1 h 18 min on 2 CPU cores
-    (docs/study.md).
+    """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5), for
+    exact information (C3) and for noisy information (C4), 10^2..10^6 for the other
+    games and the stage-length search (C2), 10^3..10^5 for the oscillating cases
+    (docs/study.md has the measured run time on 2 CPU cores).
 
-    Exact information is compared with the core experiment's plain learner; from 10^6
-    agents on only its fastest settings (one-round stages, small update_prob) are run.
+    Information is compared with the core experiment's plain learner. From 10^6 agents
+    on, only the fastest exact settings (one-round stages, small update_prob) and the
+    noisy variants that helped at 10^3..10^5 (distribution noise of std 0.001, payoffs
+    sampled from 100 agents; update_prob 0.01, their better one) are run.
     """
     big = _powers(2, max_exponent)
     mid = _powers(2, min(max_exponent, 6))
@@ -421,6 +423,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
     exact_grid = {"stage_lengths": (1, 10, CONGESTION_TAU), "update_probs": (0.003, 0.01, 0.1)}
     exact_fast = {"stage_lengths": (1,), "update_probs": (0.01,)}
     noisy = {"stage_lengths": (10,), "update_probs": (0.003, 0.01)}
+    noisy_fast = {"stage_lengths": (10,), "update_probs": (0.01,)}
     converging = {"update_probs": (0.1, 0.3), "explore_prob": EXPLORE_MANY_ACTIONS}
     return Study(
         "full",
@@ -437,7 +440,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "congestion_tau_search",
                 ("C2",),
                 "congestion",
-                small,
+                mid,
                 stage_lengths=(10, 20, 50, 100, 200),
                 round_budget=3000,
             ),
@@ -500,6 +503,20 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 _powers(3, min(max_exponent, 5)),
                 variants=_noisy_variants(
                     (100, 1000, 10_000), (0.001, 0.01, 0.05), (10, 100), noisy
+                ),
+                baseline="congestion_core",
+                round_budget=2000,
+            ),
+            Experiment(
+                "congestion_noisy_info_large",
+                ("C4",),
+                "congestion",
+                tuple(n for n in big if n > small[-1]),
+                variants=(
+                    InfoVariant(
+                        "distribution std=0.001", "distribution", None, 0.001, **noisy_fast
+                    ),
+                    InfoVariant("payoffs m=100", "payoffs", 100, **noisy_fast),
                 ),
                 baseline="congestion_core",
                 round_budget=2000,
@@ -877,6 +894,115 @@ def _sweep_keys(exp: Experiment) -> list[tuple[InfoVariant, int, int]]:
     ]
 
 
+# --------------------------------------------------------------------------- reuse
+
+#: Columns of ``runs.csv`` and ``series.csv`` that hold text, not numbers.
+_TEXT_COLUMNS = frozenset(
+    {
+        "claims",
+        "experiment",
+        "game",
+        "game_params",
+        "variant",
+        "info",
+        "kernel",
+        "jaxstage_version",
+        "jax_version",
+        "distribution",
+    }
+)
+
+
+def _typed_cell(column: str, text: str) -> Any:
+    """A cell of a study table read back as the value :func:`run_sweep` wrote."""
+    if column in _TEXT_COLUMNS:
+        return text
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    number = float(text)
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
+def _typed_rows(path: Path) -> list[dict[str, Any]]:
+    return [{k: _typed_cell(k, v) for k, v in row.items()} for row in read_csv(path)]
+
+
+def _json_data(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _same_sweep_definition(exp: Experiment, found: dict[str, Any], variant: InfoVariant) -> bool:
+    """Whether ``found`` (an experiment of another study's config.json) defines the sweep
+    of ``variant`` exactly as ``exp`` does; populations may differ."""
+    ours = _json_data(dataclasses.asdict(exp))
+    for key in ("populations", "variants"):
+        ours.pop(key)
+    theirs = {k: v for k, v in found.items() if k not in ("populations", "variants")}
+    if ours != theirs:
+        return False
+    wanted = _json_data(dataclasses.asdict(variant))
+    return any(v == wanted for v in found.get("variants", []))
+
+
+def reusable_sweeps(study: Study, folders: Sequence[str | os.PathLike[str]]) -> dict[str, dict]:
+    """Sweeps of ``study`` that finished studies in ``folders`` already ran.
+
+    A sweep (experiment, variant, population, stage length) is taken from a folder when
+    that folder's study ran an experiment of the same name with the same definition
+    (every field but the populations and the other variants), the same variant, the same
+    number of seeds, and holds all of the sweep's rows. Its rows are taken as written,
+    with the jaxstage and jax versions that produced them; nothing checks that the
+    simulation is unchanged since, so reuse only results of the same release. The first
+    folder holding a sweep wins.
+
+    Raises:
+        ValueError: a folder is not a finished study folder (no config.json or runs.csv).
+    """
+    found: dict[str, dict] = {}
+    wanted = {
+        _sweep_id(exp, variant, n, tau): (exp, variant, n, tau)
+        for exp in study.experiments
+        for variant, n, tau in _sweep_keys(exp)
+    }
+    for folder in folders:
+        path = Path(folder)
+        config_path, runs_path = path / "config.json", path / "runs.csv"
+        if not config_path.is_file() or not runs_path.is_file():
+            raise ValueError(
+                f"cannot reuse {str(path)!r}: not a finished study folder "
+                f"(needs config.json and runs.csv)"
+            )
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config["study"]["seeds"] != study.seeds:
+            continue
+        definitions = {e["name"]: e for e in config["study"]["experiments"]}
+        series_path = path / "series.csv"
+        series = _typed_rows(series_path) if series_path.is_file() else []
+        rows_by_sweep = _group(
+            _typed_rows(runs_path), ("experiment", "variant", "num_agents", "stage_length")
+        )
+        series_by_sweep = _group(series, ("experiment", "variant", "num_agents", "stage_length"))
+        for sweep_id, (exp, variant, n, tau) in wanted.items():
+            if sweep_id in found or exp.name not in definitions:
+                continue
+            if not _same_sweep_definition(exp, definitions[exp.name], variant):
+                continue
+            key = (exp.name, variant.label, n, tau)
+            rows = rows_by_sweep.get(key, [])
+            if len(rows) != study.seeds * len(variant.update_probs or exp.update_probs):
+                continue
+            found[sweep_id] = {
+                "sweep": sweep_id,
+                "seconds": float(rows[0]["sweep_seconds"]),
+                "runs": rows,
+                "series": series_by_sweep.get(key, []),
+                "reused_from": str(path),
+            }
+    return found
+
+
 # --------------------------------------------------------------------------- derived tables
 
 
@@ -1190,12 +1316,22 @@ def summary_markdown(
     speedup: Sequence[dict[str, Any]],
     wall_seconds: float,
     command: str,
+    reused: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The derived numbers per claim as markdown tables (no interpretation)."""
     parts = [
         f"# Study `{study.name}`: derived tables\n",
         f"Command: `{command}`; {study.seeds} seeds per setting; total wall time "
         f"{wall_seconds:.0f} s.\n",
+    ]
+    for folder in sorted({e["reused_from"] for e in reused}):
+        taken = [e for e in reused if e["reused_from"] == folder]
+        parts.append(
+            f"{len(taken)} sweeps were taken from the finished study `{folder}` instead "
+            f"of run again (their own run time, {sum(e['seconds'] for e in taken):.0f} s, "
+            "is not in the wall time above).\n"
+        )
+    parts += [
         "Rounds: medians and quartiles over all seeds, a non-converged seed counting as "
         "+inf (— = not converged in at least that share of seeds). A run converged when "
         "at least 1-delta of the agents play an eps-best reply from some stage to the end "
@@ -1443,8 +1579,13 @@ def write_study(
     command: str,
     overwrite: bool = False,
     plots: bool = True,
+    reused: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write the tables, configuration, summary and plots of a study, atomically."""
+    """Write the tables, configuration, summary and plots of a study, atomically.
+
+    ``reused`` lists the sweeps taken from other study folders (:func:`reusable_sweeps`);
+    config.json and summary.md name them and their own run time.
+    """
     from jaxstage.simulation import _versions
 
     convergence = convergence_table(runs)
@@ -1455,6 +1596,11 @@ def write_study(
         "versions": _versions(),
         "command": command,
         "wall_seconds": round(wall_seconds, 1),
+        "reused_sweeps": {
+            folder: sorted(e["sweep"] for e in reused if e["reused_from"] == folder)
+            for folder in sorted({e["reused_from"] for e in reused})
+        },
+        "reused_sweep_seconds": round(sum(e["seconds"] for e in reused), 1),
         "convergence": (
             "converged: in (eps, delta)-equilibrium from some state to the end of the run, "
             "for at least hold_stages states; medians over all seeds with non-converged "
@@ -1479,7 +1625,7 @@ def write_study(
             json.dump(config, handle, indent=2, default=str)
             handle.write("\n")
         (staging / "summary.md").write_text(
-            summary_markdown(study, convergence, shortest, speedup, wall_seconds, command),
+            summary_markdown(study, convergence, shortest, speedup, wall_seconds, command, reused),
             encoding="utf-8",
         )
         if plots:
@@ -1549,6 +1695,7 @@ def run_study(
     kernel: str = "auto",
     plots: bool = True,
     command: str | None = None,
+    reuse: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Validate, run every sweep of ``study`` and write its folder.
 
@@ -1558,17 +1705,24 @@ def run_study(
     study interrupted earlier skips the sweeps it journalled (same definition only). The
     journal is removed once the folder is written. ``wall_seconds`` counts the sweeps'
     own run time, journalled ones included.
+
+    ``reuse`` names finished study folders whose matching sweeps are taken instead of
+    run again (:func:`reusable_sweeps`), so a study can be extended (more populations,
+    more experiments) without repeating its finished sweeps; their run time is reported
+    apart, as ``reused_sweep_seconds`` in config.json.
     """
     from tqdm.auto import tqdm
 
     study.validate()
     folder = check_study_folder(folder, overwrite=overwrite)
+    reusable = reusable_sweeps(study, reuse)
     journal, done = _open_journal(study, folder, resume=resume, overwrite=overwrite)
     command = command or " ".join(["jaxstage"] + sys.argv[1:])
     started = time.perf_counter()
-    earlier_seconds = sum(entry["seconds"] for entry in done.values())
+    earlier_seconds = sum(entry["seconds"] for entry in done.values() if "reused_from" not in entry)
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
+    reused: list[dict[str, Any]] = []
     keys = [(exp, *key) for exp in study.experiments for key in _sweep_keys(exp)]
     with tqdm(total=len(keys), unit="sweep", disable=not progress, desc=study.name) as bar:
         for exp, variant, n, tau in keys:
@@ -1576,21 +1730,26 @@ def run_study(
             if sweep_id in done:
                 entry = done[sweep_id]
             else:
-                more_runs, more_series, seconds = run_sweep(
-                    exp, variant, n, tau, study.seeds, kernel=kernel
-                )
-                entry = {
-                    "sweep": sweep_id,
-                    "seconds": seconds,
-                    "runs": more_runs,
-                    "series": more_series,
-                }
+                if sweep_id in reusable:
+                    entry = reusable[sweep_id]
+                else:
+                    more_runs, more_series, seconds = run_sweep(
+                        exp, variant, n, tau, study.seeds, kernel=kernel
+                    )
+                    entry = {
+                        "sweep": sweep_id,
+                        "seconds": seconds,
+                        "runs": more_runs,
+                        "series": more_series,
+                    }
                 with open(journal, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(entry, default=str) + "\n")
             runs.extend(entry["runs"])
             series.extend(entry["series"])
             bar.update(1)
             bar.set_postfix_str(f"{exp.name} {variant.label} n={n:,} tau={tau}"[:60])
+            if "reused_from" in entry:
+                reused.append(entry)
     written = write_study(
         folder,
         study,
@@ -1600,6 +1759,7 @@ def run_study(
         command=command,
         overwrite=overwrite,
         plots=plots,
+        reused=reused,
     )
     shutil.rmtree(partial_folder(folder), ignore_errors=True)
     return written

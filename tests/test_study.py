@@ -3,6 +3,8 @@ derived tables, the distance to best-reply dynamics, a tiny real study and the C
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -529,3 +531,97 @@ def test_selecting_experiments_by_name():
     assert names == ["congestion_core", "congestion_info"]
     with pytest.raises(ValueError, match=r"unknown experiment\(s\) \['nope'\].*congestion_core"):
         st.select(st.full_study(), experiments=["nope"])
+
+
+# --------------------------------------------------------------------------- reusing sweeps
+
+WITH_SERIES = dataclasses.replace(
+    TWO_SWEEPS,
+    experiments=(dataclasses.replace(TWO_SWEEPS.experiments[0], series=True, series_seeds=1),),
+)
+
+
+def _text(folder, name) -> str:
+    """A table's text with the timing column blanked (it differs from run to run)."""
+    rows = st.read_csv(folder / name)
+    return st._csv_text([{**row, "sweep_seconds": ""} for row in rows])
+
+
+def test_an_extended_study_reuses_finished_sweeps_and_equals_a_fresh_one(tmp_path, monkeypatch):
+    fresh = st.run_study(WITH_SERIES, tmp_path / "fresh", progress=False, plots=False)
+    smaller = st.select(WITH_SERIES, max_agents=60)
+    first = st.run_study(smaller, tmp_path / "first", progress=False, plots=False)
+    calls = _interrupt_after(monkeypatch, 5)
+    extended = st.run_study(
+        WITH_SERIES, tmp_path / "extended", progress=False, plots=False, reuse=[first]
+    )
+    assert calls == [120]  # only the new population ran
+    for name in ("runs.csv", "series.csv", "convergence.csv"):
+        assert _text(extended, name) == _text(fresh, name)
+    # The reused sweep keeps its own timing, and the folder says where it came from.
+    first_runs, extended_runs = (st.read_csv(f / "runs.csv") for f in (first, extended))
+    assert extended_runs[0]["sweep_seconds"] == first_runs[0]["sweep_seconds"]
+    config = json.loads((extended / "config.json").read_text())
+    assert config["reused_sweeps"] == {str(first): ["two_core|none|60|5"]}
+    assert config["reused_sweep_seconds"] == pytest.approx(
+        float(first_runs[0]["sweep_seconds"]), abs=0.05
+    )
+    assert "1 sweeps were taken from the finished study" in (extended / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"round_budget": 25}, {"explore_prob": 0.1}, {"update_probs": (0.2,)}],
+    ids=["round_budget", "explore_prob", "update_probs"],
+)
+def test_a_sweep_defined_differently_is_run_again(tmp_path, monkeypatch, change):
+    first = st.run_study(TWO_SWEEPS, tmp_path / "first", progress=False, plots=False)
+    changed = dataclasses.replace(
+        TWO_SWEEPS, experiments=(dataclasses.replace(TWO_SWEEPS.experiments[0], **change),)
+    )
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(changed, tmp_path / "second", progress=False, plots=False, reuse=[first])
+    assert calls == [60, 120]
+
+
+def test_other_seeds_are_run_again(tmp_path, monkeypatch):
+    first = st.run_study(TWO_SWEEPS, tmp_path / "first", progress=False, plots=False)
+    calls = _interrupt_after(monkeypatch, 5)
+    more_seeds = st.select(TWO_SWEEPS, seeds=3)
+    st.run_study(more_seeds, tmp_path / "second", progress=False, plots=False, reuse=[first])
+    assert calls == [60, 120]
+
+
+def test_reuse_of_a_folder_that_is_not_a_study_is_refused_before_running(tmp_path, monkeypatch):
+    calls = _interrupt_after(monkeypatch, 5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a finished study folder"):
+        st.run_study(
+            TWO_SWEEPS, tmp_path / "out", progress=False, plots=False, reuse=[tmp_path / "empty"]
+        )
+    assert calls == []
+    assert not (tmp_path / "out").exists()
+    assert not st.partial_folder(tmp_path / "out").exists()
+
+
+def test_reused_sweeps_are_journalled_so_resume_needs_no_reuse(tmp_path, monkeypatch):
+    first = st.run_study(
+        st.select(TWO_SWEEPS, max_agents=60), tmp_path / "first", progress=False, plots=False
+    )
+    folder = tmp_path / "extended"
+    _interrupt_after(monkeypatch, 0)  # the new population's sweep is interrupted
+    with pytest.raises(StopHereError):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False, reuse=[first])
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert calls == [120]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["reused_sweeps"] == {str(first): ["two_core|none|60|5"]}
+
+
+def test_cli_reuse_of_a_missing_folder(tmp_path, capsys):
+    code = main(
+        ["study", "--quick", "--out", str(tmp_path / "o"), "--reuse", str(tmp_path / "none")]
+    )
+    assert code == 2
+    assert "not a finished study folder" in capsys.readouterr().err

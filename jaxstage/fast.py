@@ -154,8 +154,8 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
     key = crng.stream_key(seed, stage, _EXPLORE)
     unused = rounds * width  # the cell that collects masked-out updates
 
-    def one_block(block, state):
-        base, moves, kept = state
+    def one_block(state, block):
+        base, moves = state
         start, _, stage_actions, valid, types = _block(spec, actions, block)
         base = base + _count(types * k + stage_actions, valid, width)
         chunks = _block_chunks(spec, start)
@@ -176,18 +176,16 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
         if spec.replay_events:
             # Keep the first batch (almost always all of the block's events) for pass 2.
             first = ev.draw(key, chunks, 0, -1, explore_prob, stage_length, spec.event_capacity)
-            kept = jax.tree.map(lambda all_, one: all_.at[block].set(one), kept, first)
         moves = ev.for_each_batch(
             key, chunks, explore_prob, stage_length, spec.event_capacity, k, consume, moves, first
         )
-        return base, moves, kept
+        return (base, moves), first
 
-    kept = None
-    if spec.replay_events:
-        shape = (spec.num_blocks, chunks_per_block(spec.block_size), spec.event_capacity)
-        kept = ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
-    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32), kept)
-    base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    # A scan's stacked outputs are written block by block into a fresh buffer; the
+    # zero-filled array carried through a loop before cost a fill per stage (profile).
+    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32))
+    blocks = jnp.arange(spec.num_blocks, dtype=jnp.int32)
+    (base, moves), kept = jax.lax.scan(one_block, start, blocks)
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
     counts = jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
     return counts, kept
@@ -460,7 +458,7 @@ def fast_stage(
             deviation_payoffs(game, params.game, published, n), (2, 0, 1)
         )  # (k, T, k): [b, type, current]
 
-    def decide(block, new_actions):
+    def decide(_, block):
         block_view = _block(spec, actions, block)
         start, index, current, valid, types = block_view
         first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
@@ -485,9 +483,10 @@ def fast_stage(
         candidates = choose_candidates(ties, estimates, current)
         adopt = crng.uniform(crng.stream_key(seed, stage, _UPDATE), index) < params.update_prob
         chosen = jnp.where(adopt & valid, candidates, current)
-        return jax.lax.dynamic_update_slice(new_actions, chosen.astype(actions.dtype), (start,))
+        return None, chosen.astype(actions.dtype)
 
-    new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide, actions)
+    blocks = jnp.arange(spec.num_blocks, dtype=jnp.int32)
+    new_actions = jax.lax.scan(decide, None, blocks)[1].reshape(spec.padded_agents)
     # Counted in a second pass over the int8 actions: counting ``chosen`` inside ``decide``
     # let XLA's CPU backend fuse the whole decision into each consumer and compute it
     # three times (seen in a profile at k = 3).
@@ -510,8 +509,8 @@ def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, 
 
     def one_block(block, state):
         switched, counts = state
-        _, _, before, valid, types = _block(spec, old, block)
-        _, _, after, _, _ = _block(spec, new, block)
+        start, _, before, valid, types = _block(spec, old, block)
+        after = jax.lax.dynamic_slice(new, (start,), (spec.block_size,)).astype(jnp.int32)
         switched = switched + jnp.sum((after != before) & valid, dtype=jnp.int32)
         return switched, counts + _count(types * k + after, valid, width)
 

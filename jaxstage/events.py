@@ -144,7 +144,10 @@ def draw(key, chunks, first_slot, last_cell, explore_prob, stage_length, capacit
         explore_prob > 0, jnp.floor(jnp.log(open_uniform) / jnp.minimum(log_stay, -1e-30)), grid
     )
     steps = jnp.minimum(skips, grid).astype(jnp.int32) + 1
-    steps = steps.at[:, 0].add(last_cell)
+    # The walk continues from ``last_cell``: added to each chunk's first step with a
+    # select, not an in-place update, which kept XLA from vectorising the fused draw.
+    first = jnp.arange(capacity)[None, :] == 0
+    steps = steps + jnp.where(first, jnp.asarray(last_cell)[..., None], 0)
     return Walk(cells=_running_sum(steps, grid), bits=bits)
 
 

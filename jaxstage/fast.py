@@ -46,7 +46,13 @@ from jaxstage.games import AnonymousGame
 from jaxstage.metrics import count_metrics, deviation_payoffs
 from jaxstage.spec import RunSpec
 
-__all__ = ["fast_stage", "fast_initial", "supports_fast", "choose_block_size"]
+__all__ = [
+    "fast_stage",
+    "fast_initial",
+    "kept_events_buffer",
+    "supports_fast",
+    "choose_block_size",
+]
 
 # Stream identifiers: each (seed, stage, stream, sub-index) gives an independent stream.
 _EXPLORE, _OWN_NOISE, _TIE, _UPDATE, _SAMPLE, _INFO_NOISE, _POP_NOISE, _INIT = range(8)
@@ -148,14 +154,28 @@ def _in_block(spec: RunSpec, agent: jax.Array, start: jax.Array) -> jax.Array:
     return (agent >= start) & (agent < start + spec.block_size) & (agent < spec.num_agents)
 
 
-def _event_round_counts(spec, params, seed, stage, actions, stage_length):
-    """Pass 1 from exploration events: stage-action counts in every round, moved by events."""
+def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
+    """Room for pass 1's first batch of events of every block (``None`` without replay).
+
+    It is carried from stage to stage and overwritten in place: allocating it afresh in
+    every stage cost a fill of the whole buffer per stage (23 ms of a 2^20-agent stage,
+    k = 8, in a profile), whether as a loop carry or as a scan's stacked outputs.
+    """
+    if not spec.replay_events:
+        return None
+    shape = (spec.num_blocks, chunks_per_block(spec.block_size), spec.event_capacity)
+    return ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
+
+
+def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
+    """Pass 1 from exploration events: stage-action counts in every round, moved by events,
+    and ``kept`` (:func:`kept_events_buffer`) holding each block's first batch of events."""
     k, width, rounds = spec.num_actions, spec.num_types * spec.num_actions, spec.max_stage_length
     key = crng.stream_key(seed, stage, _EXPLORE)
     unused = rounds * width  # the cell that collects masked-out updates
 
-    def one_block(state, block):
-        base, moves = state
+    def one_block(block, state):
+        base, moves, kept = state
         start, _, stage_actions, valid, types = _block(spec, actions, block)
         base = base + _count(types * k + stage_actions, valid, width)
         chunks = _block_chunks(spec, start)
@@ -176,16 +196,14 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length):
         if spec.replay_events:
             # Keep the first batch (almost always all of the block's events) for pass 2.
             first = ev.draw(key, chunks, 0, -1, explore_prob, stage_length, spec.event_capacity)
+            kept = jax.tree.map(lambda all_, one: all_.at[block].set(one), kept, first)
         moves = ev.for_each_batch(
             key, chunks, explore_prob, stage_length, spec.event_capacity, k, consume, moves, first
         )
-        return (base, moves), first
+        return base, moves, kept
 
-    # A scan's stacked outputs are written block by block into a fresh buffer; the
-    # zero-filled array carried through a loop before cost a fill per stage (profile).
-    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32))
-    blocks = jnp.arange(spec.num_blocks, dtype=jnp.int32)
-    (base, moves), kept = jax.lax.scan(one_block, start, blocks)
+    start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32), kept)
+    base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
     counts = jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
     return counts, kept
@@ -411,17 +429,21 @@ def fast_stage(
     actions: jax.Array,
     seed: jax.Array,
     stage: jax.Array,
+    kept: ev.Walk | None = None,
 ):
-    """One stage on int8 stage actions ``(padded_agents,)``; returns new actions and record."""
+    """One stage on int8 stage actions ``(padded_agents,)``.
+
+    ``kept`` is :func:`kept_events_buffer` when ``spec.replay_events`` (else ``None``).
+    Returns ``(new_actions, kept, record)``.
+    """
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
 
     if spec.event_capacity == 0:
         counts_by_round = _round_counts(spec, params, seed, stage, actions, stage_length)
-        kept = None
     else:
         counts_by_round, kept = _event_round_counts(
-            spec, params, seed, stage, actions, stage_length
+            spec, params, seed, stage, actions, stage_length, kept
         )
     counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
     played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
@@ -500,7 +522,7 @@ def fast_stage(
         realized_mean_payoff=jnp.sum(action_sums)
         / jnp.maximum(jnp.sum(action_counts), 1).astype(jnp.float32),
     )
-    return new_actions, record
+    return new_actions, kept, record
 
 
 def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -267,10 +267,15 @@ def _initial_state(game, spec, params, kind, payload, types, seed_key):
 
 
 def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
-    def stage_fn(a, stage):
-        return fast.fast_stage(game, spec, params, a, seed, stage)
+    def stage_fn(carry, stage):
+        actions, kept = carry
+        actions, kept, record = fast.fast_stage(game, spec, params, actions, seed, stage, kept)
+        return (actions, kept), record
 
-    return _scan_stages(spec, stage_fn, actions, first_stage)
+    # The kept-events buffer is carried through the chunk's stages and reused in place.
+    start = (actions, fast.kept_events_buffer(spec))
+    (actions, _), records = _scan_stages(spec, stage_fn, start, first_stage)
+    return actions, records
 
 
 def _fast_initial_state(game, spec, params, kind, payload, types, seed):

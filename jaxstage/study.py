@@ -1475,41 +1475,50 @@ def _plots(
         fig.savefig(folder / "rounds_vs_population.png", dpi=110)
         plt.close(fig)
 
-    if shortest:
+    # Only where several stage lengths were tried: with one, "shortest" says nothing.
+    searched = [r for r in shortest if len(str(r["stage_lengths_tried"]).split(";")) > 1]
+    if searched:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key, group in lines(shortest, ("experiment", "variant", "update_prob")):
+        for key, group in lines(searched, ("experiment", "variant", "update_prob")):
             group = sorted(group, key=lambda r: float(r["num_agents"]))
-            ax.plot(
-                [float(r["num_agents"]) for r in group],
-                [num(r["shortest_stage_length"]) for r in group],
-                marker="o",
-                label=f"{key[0]} {key[1]} p={key[2]}",
-            )
+            n = np.array([float(r["num_agents"]) for r in group])
+            tau = np.array([num(r["shortest_stage_length"]) for r in group])
+            longest = max(float(t) for r in group for t in str(r["stage_lengths_tried"]).split(";"))
+            (line,) = ax.plot(n, tau, marker="o", label=f"{key[0]} {key[1]} p={key[2]}")
+            failed = np.isnan(tau)
+            if failed.any():  # no stage length tried converges: an x above the longest
+                ax.plot(n[failed], np.full(failed.sum(), 2 * longest), "x", color=line.get_color())
+        ax.plot([], [], "kx", label="x: none of the stage lengths tried")
         _log_scale(ax, "x")
+        _log_scale(ax, "y")
         ax.set_xlabel("agents")
         ax.set_ylabel(f"shortest tau with >= {CONVERGED_SHARE:.0%} converged")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(folder / "shortest_stage_length.png", dpi=110)
         plt.close(fig)
 
     own_best = [r for r in speedup if r["comparison"] == "own best"]
     if own_best:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, group in lines(own_best, ("experiment", "variant")):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        # One line per variant: an experiment's populations continued by its "_large"
+        # counterpart join up. Distinct colours and markers for up to 20 variants.
+        colours = plt.get_cmap("tab20").colors
+        for i, (key, group) in enumerate(lines(own_best, ("variant",))):
             group = sorted(group, key=lambda r: float(r["num_agents"]))
             ax.plot(
                 [float(r["num_agents"]) for r in group],
                 [num(r["speedup"]) if num(r["speedup"]) < math.inf else np.nan for r in group],
-                marker="o",
-                label=f"{key[1]} ({key[0]})",
+                marker="osD^v<>ph*"[i % 10],
+                color=colours[i % len(colours)],
+                label=key[0],
             )
         _log_scale(ax, "x")
         _log_scale(ax, "y")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xlabel("agents")
         ax.set_ylabel("speed-up over no information (own best settings)")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(folder / "info_speedup.png", dpi=110)
         plt.close(fig)
@@ -1567,6 +1576,31 @@ def _plots(
         fig.tight_layout()
         fig.savefig(folder / "oscillation.png", dpi=110)
         plt.close(fig)
+
+
+def redraw_plots(folder: str | os.PathLike[str]) -> list[Path]:
+    """Draw the PNG plots of a finished study folder again from its tables (after a
+    change to the plotting code; the tables are not touched). Returns the files written.
+
+    Raises:
+        ValueError: ``folder`` is not a finished study folder.
+    """
+    path = Path(folder)
+    needed = ("convergence.csv", "shortest_stage_length.csv", "info_speedup.csv", "config.json")
+    if not all((path / name).is_file() for name in needed):
+        raise ValueError(
+            f"{str(path)!r} is not a finished study folder (needs {', '.join(needed)})"
+        )
+    series = read_csv(path / "series.csv") if (path / "series.csv").is_file() else []
+    before = {p.name: p.stat().st_mtime_ns for p in path.glob("*.png")}
+    _plots(  # the plots read numbers from text, as written
+        path,
+        read_csv(path / "convergence.csv"),
+        read_csv(path / "shortest_stage_length.csv"),
+        read_csv(path / "info_speedup.csv"),
+        series,
+    )
+    return sorted(p for p in path.glob("*.png") if before.get(p.name) != p.stat().st_mtime_ns)
 
 
 def write_study(

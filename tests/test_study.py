@@ -625,3 +625,16 @@ def test_cli_reuse_of_a_missing_folder(tmp_path, capsys):
     )
     assert code == 2
     assert "not a finished study folder" in capsys.readouterr().err
+
+
+def test_redraw_plots_from_the_tables_only(tmp_path):
+    folder = st.run_study(WITH_SERIES, tmp_path / "study", progress=False, plots=False)
+    tables = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".png"}
+    for png in folder.glob("*.png"):
+        png.unlink()
+    written = st.redraw_plots(folder)
+    assert {p.name for p in written} >= {"rounds_vs_population.png", "oscillation.png"}
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".png"} == tables
+    with pytest.raises(ValueError, match="not a finished study folder"):
+        st.redraw_plots(tmp_path / "nowhere")

@@ -5,7 +5,10 @@ games with the default additive Gaussian noise, in every information mode:
 
 * **Memory.** Between stages only the stage actions are held, as int8 (1 byte per agent;
   types are recomputed from agent indices). Within a stage, agents are processed in
-  blocks of ``block_size``, so temporaries are per block, not per population.
+  blocks of ``block_size``, so temporaries are per block, not per population. The one
+  population-sized scratch buffer, pass 1's kept events (only when it fits
+  ``simulation.REPLAY_BUDGET_BYTES``), is reused from stage to stage but carries nothing
+  from one stage to the next.
 * **Two passes.** A round's payoffs depend on that round's counts only, and every random
   number is a pure function of its coordinates (:mod:`jaxstage.counter_rng`). Pass 1
   computes every round's counts; pass 2 recomputes the same random numbers, now with the

@@ -408,9 +408,10 @@ def quick_study(seeds: int = 10) -> Study:
 
 def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
     """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5), for
-    exact information (C3) and for noisy information (C4), 10^2..10^6 for the other
-    games and the stage-length search (C2), 10^3..10^5 for the oscillating cases
-    (docs/study.md has the measured run time on 2 CPU cores).
+    exact information (C3), for noisy information (C4) and for the stage-length search
+    (C2; its two shortest stage lengths only from 10^7 on), 10^2..10^6 for the other
+    games, 10^3..10^5 for the oscillating cases (docs/study.md has the measured run time
+    on 2 CPU cores).
 
     Information is compared with the core experiment's plain learner. From 10^6 agents
     on, only the fastest exact settings (one-round stages, small update_prob) and the
@@ -442,6 +443,14 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "congestion",
                 mid,
                 stage_lengths=(10, 20, 50, 100, 200),
+                round_budget=3000,
+            ),
+            Experiment(
+                "congestion_tau_search_large",
+                ("C2",),
+                "congestion",
+                tuple(n for n in big if n > mid[-1]),
+                stage_lengths=(10, 20),
                 round_budget=3000,
             ),
             Experiment(

@@ -1,12 +1,12 @@
 """Where a fast-kernel stage spends its time: XLA operations ranked by total duration.
 
-Runs ``jaxstage.simulate`` once to compile, then once more under ``jax.profiler.trace``,
-and sums the durations of the leaf XLA thunks (fusions, scatters, copies; loops and
-conditionals, which contain others, are left out) over the traced run. Optionally dumps
-the optimised HLO (``--dump``) so a fusion's name can be looked up in
-``*_fast_run_chunk.cpu_after_optimizations.txt``, and its LLVM IR in
-``*<fusion>_kernel_module.ir-with-opt.ll`` (vector types such as ``<8 x float>`` there
-mean the fusion was vectorised).
+Runs ``jaxstage.simulate`` on the game of ``benchmarks/throughput.py`` once to compile,
+then once more under ``jax.profiler.trace``, and sums the durations of the leaf XLA
+thunks (fusions, scatters, copies; loops and conditionals, which contain others, are
+left out) over the traced run. Optionally dumps the optimised HLO (``--dump``) so a
+fusion's name can be looked up in ``*_fast_run_chunk.cpu_after_optimizations.txt``, and
+its LLVM IR in ``*<fusion>_kernel_module.ir-with-opt.ll`` (vector types such as
+``<8 x float>`` there mean the fusion was vectorised).
 
 Usage::
 
@@ -73,16 +73,13 @@ def main() -> None:
 
     import jax
     import numpy as np
+    from throughput import GAME, UPDATE_PROB  # the game and inertia of every benchmark
 
     import jaxstage as js
 
-    game = (
-        js.make_game("congestion")
-        if args.actions == 4
-        else js.make_game("random_linear", num_actions=args.actions)
-    )
+    game = js.make_game(GAME, num_actions=args.actions)
     learner = js.StageLearning(
-        stage_length=args.stage_length, explore_prob=0.05, update_prob=0.1, info=args.info
+        stage_length=args.stage_length, explore_prob=0.05, update_prob=UPDATE_PROB, info=args.info
     )
 
     def run(seed: int) -> None:

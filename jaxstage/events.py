@@ -145,7 +145,7 @@ def draw(key, chunks, first_slot, last_cell, explore_prob, stage_length, capacit
     )
     steps = jnp.minimum(skips, grid).astype(jnp.int32) + 1
     # The walk continues from ``last_cell``: added to each chunk's first step with a
-    # select, not an in-place update, which kept XLA from vectorising the fused draw.
+    # select, not an in-place update, which kept XLA from fully vectorising the fused draw.
     first = jnp.arange(capacity)[None, :] == 0
     steps = steps + jnp.where(first, jnp.asarray(last_cell)[..., None], 0)
     return Walk(cells=_running_sum(steps, grid), bits=bits)

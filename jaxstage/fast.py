@@ -160,9 +160,10 @@ def _in_block(spec: RunSpec, agent: jax.Array, start: jax.Array) -> jax.Array:
 def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
     """Room for pass 1's first batch of events of every block (``None`` without replay).
 
-    It is carried from stage to stage and overwritten in place: allocating it afresh in
-    every stage cost a fill of the whole buffer per stage (23 ms of a 2^20-agent stage,
-    k = 8, in a profile), whether as a loop carry or as a scan's stacked outputs.
+    It is carried through the stages of a chunk (``simulation._chunk_stages``) and
+    overwritten in place, so it is filled once per chunk instead of once per stage (about
+    12 ms per stage at 2^20 agents, k = 8: ``benchmarks/profile_stage.py`` on commit
+    79aff78). Runs of up to 20 stages have one-stage chunks and gain nothing.
     """
     if not spec.replay_events:
         return None

@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=5)
     parser.add_argument("--info", default="none", choices=["none", "payoffs", "distribution"])
     parser.add_argument("--fast-path", default="auto", choices=["auto", "events", "rounds"])
+    parser.add_argument("--block-size", type=int, help="agents per block (default: automatic)")
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--dump", metavar="DIR", help="also dump the optimised HLO and LLVM IR")
     args = parser.parse_args()
@@ -91,6 +92,7 @@ def main() -> None:
             seed=seed,
             kernel="fast",
             fast_path=args.fast_path,
+            block_size=args.block_size,
         )
         np.asarray(result.nash_gap)
 

@@ -225,12 +225,14 @@ def _event_own_sums(
     round_payoffs,
     stage_length,
     first=None,
+    own_noise=None,
 ):
     """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
 
     ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
     ``column_of(events)`` gives each event's column and whether it belongs to one;
-    ``first`` is the chunks' first batch when pass 1 kept it.
+    ``first`` is the chunks' first batch when pass 1 kept it; ``own_noise`` is
+    :func:`_own_noise` of the columns when already computed.
     """
     k, num_types = spec.num_actions, spec.num_types
     index, stage_actions, valid, types = own
@@ -273,7 +275,8 @@ def _event_own_sums(
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
     stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
-    own_noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+    if own_noise is None:
+        own_noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
     own_sum = (
         stage_totals[types, stage_actions]
         - forgone[:-1, 0]
@@ -285,8 +288,24 @@ def _event_own_sums(
     return sums, jnp.where(valid[None, :], counts, 0)
 
 
+def _own_noise(spec: RunSpec, seed, stage, block) -> jax.Array:
+    """``(block_size,)`` standard normals: the noise of each agent's stage-action sum."""
+    index = (block * spec.block_size).astype(jnp.uint32)
+    index = index + jnp.arange(spec.block_size, dtype=jnp.uint32)
+    return crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+
+
 def _block_own_sums(
-    spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first=None
+    spec,
+    params,
+    seed,
+    stage,
+    actions,
+    block_view,
+    round_payoffs,
+    stage_length,
+    first=None,
+    own_noise=None,
 ):
     """Pass 2 for one block of agents, by events or by rounds."""
     start, index, stage_actions, valid, types = block_view
@@ -319,6 +338,7 @@ def _block_own_sums(
         round_payoffs,
         stage_length,
         first,
+        own_noise,
     )
 
 
@@ -484,13 +504,32 @@ def fast_stage(
             deviation_payoffs(game, params.game, published, n), (2, 0, 1)
         )  # (k, T, k): [b, type, current]
 
-    def decide(_, block):
+    # The events path's own-action noise of each block is computed one block ahead and
+    # carried: a loop carry is materialised, so it is computed once per agent. Computed in
+    # place, XLA's CPU backend fused it (two hashes and an inverse normal CDF) into the
+    # ``(k, block)`` estimates and recomputed it for each action: that fusion took 14% of
+    # a stage at k = 8, tau = 10 (``benchmarks/profile_stage.py``; 107 -> 43 ms).
+    carry_noise = spec.event_capacity > 0 and (
+        spec.info == "none" or (spec.info == "payoffs" and spec.info_sample_size is not None)
+    )
+
+    def decide(block, own_noise):
         block_view = _block(spec, actions, block)
         start, index, current, valid, types = block_view
         first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
+        next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
         if spec.info == "none":
             sums, counts = _block_own_sums(
-                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first
+                spec,
+                params,
+                seed,
+                stage,
+                actions,
+                block_view,
+                round_payoffs,
+                stage_length,
+                first,
+                own_noise,
             )
             estimates = mean_or_unavailable(sums, counts)
         elif spec.info == "payoffs" and spec.info_sample_size is None:
@@ -498,7 +537,16 @@ def fast_stage(
             estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
         elif spec.info == "payoffs":
             sums, counts = _block_own_sums(
-                spec, params, seed, stage, actions, block_view, round_payoffs, stage_length, first
+                spec,
+                params,
+                seed,
+                stage,
+                actions,
+                block_view,
+                round_payoffs,
+                stage_length,
+                first,
+                own_noise,
             )
             estimates = mean_or_unavailable(
                 sums + sample_sums[:, None], counts + sample_counts[:, None]
@@ -509,10 +557,28 @@ def fast_stage(
         candidates = choose_candidates(ties, estimates, current)
         adopt = crng.uniform(crng.stream_key(seed, stage, _UPDATE), index) < params.update_prob
         chosen = jnp.where(adopt & valid, candidates, current)
-        return None, chosen.astype(actions.dtype)
+        return next_noise, chosen
 
-    blocks = jnp.arange(spec.num_blocks, dtype=jnp.int32)
-    new_actions = jax.lax.scan(decide, None, blocks)[1].reshape(spec.padded_agents)
+    def decide_and_write(block, state):
+        own_noise, pending, new_actions = state
+        next_noise, chosen = decide(block, own_noise)
+        # The previous block's decision, written one block late: as a loop carry it is
+        # computed in a fusion of its own. Written at once, the whole decision was fused
+        # into the in-place write, a fusion XLA's CPU backend emits as slow scalar code
+        # (k = 2, events path, 5 stages of 2^20 agents: 329 ms, now 75 + a plain copy).
+        previous = jnp.maximum(block - 1, 0) * spec.block_size
+        new_actions = jax.lax.dynamic_update_slice(
+            new_actions, pending.astype(actions.dtype), (previous,)
+        )
+        return next_noise, chosen, new_actions
+
+    noise = _own_noise(spec, seed, stage, jnp.int32(0)) if carry_noise else None
+    state = (noise, jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
+    _, last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
+    last_start = (spec.num_blocks - 1) * spec.block_size
+    new_actions = jax.lax.dynamic_update_slice(
+        new_actions, last.astype(actions.dtype), (last_start,)
+    )
     # Counted in a second pass over the int8 actions: counting ``chosen`` inside ``decide``
     # let XLA's CPU backend fuse the whole decision into each consumer and compute it
     # three times (seen in a profile at k = 3).

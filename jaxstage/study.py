@@ -409,9 +409,9 @@ def quick_study(seeds: int = 10) -> Study:
 def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
     """Populations 10^2..10^``max_exponent`` for the core experiment (C1, C2, C5), for
     exact information (C3), for noisy information (C4) and for the stage-length search
-    (C2; its two shortest stage lengths only from 10^7 on), 10^2..10^6 for the other
-    games, 10^3..10^5 for the oscillating cases (docs/study.md has the measured run time
-    on 2 CPU cores).
+    (C2; its two shortest stage lengths only from 10^7 on), for the other games (from 10^7
+    on with update_prob 0.3 only), 10^3..10^5 for the oscillating cases (docs/study.md has
+    the measured run time on 2 CPU cores).
 
     Information is compared with the core experiment's plain learner. From 10^6 agents
     on, only the fastest exact settings (one-round stages, small update_prob) and the
@@ -426,6 +426,10 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
     noisy = {"stage_lengths": (10,), "update_probs": (0.003, 0.01)}
     noisy_fast = {"stage_lengths": (10,), "update_probs": (0.01,)}
     converging = {"update_probs": (0.1, 0.3), "explore_prob": EXPLORE_MANY_ACTIONS}
+    # Beyond 10^6 only update_prob 0.3, which converged in every seed of the three games
+    # at 10^3..10^6 (0.1 never did in the beauty contest): half the cost.
+    converging_large = {"update_probs": (0.3,), "explore_prob": EXPLORE_MANY_ACTIONS}
+    beyond_mid = tuple(n for n in big if n > mid[-1])
     return Study(
         "full",
         (
@@ -449,7 +453,7 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 "congestion_tau_search_large",
                 ("C2",),
                 "congestion",
-                tuple(n for n in big if n > mid[-1]),
+                beyond_mid,
                 stage_lengths=(10, 20),
                 round_budget=3000,
             ),
@@ -480,6 +484,34 @@ def full_study(seeds: int = 10, max_exponent: int = 7) -> Study:
                 stage_lengths=(20,),
                 round_budget=2000,
                 **converging,
+            ),
+            Experiment(
+                "beauty_contest_large",
+                ("C1", "C5"),
+                "beauty_contest",
+                beyond_mid,
+                stage_lengths=(20,),
+                round_budget=2000,
+                **converging_large,
+            ),
+            Experiment(
+                "random_linear_potential_large",
+                ("C1", "C5"),
+                "random_linear",
+                beyond_mid,
+                game_params={"symmetric": True},
+                stage_lengths=(20,),
+                round_budget=2000,
+                **converging_large,
+            ),
+            Experiment(
+                "adoption_large",
+                ("C1", "C5"),
+                "adoption",
+                beyond_mid,
+                stage_lengths=(50,),
+                round_budget=2000,
+                **converging_large,
             ),
             Experiment(
                 "congestion_info",
@@ -1430,6 +1462,11 @@ def _log_scale(ax: Any, axis: str) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+def _panel(experiment: str) -> str:
+    """The plot panel of an experiment: its own, or its base's for a "_large" one."""
+    return experiment.removesuffix("_large")
+
+
 def _plots(
     folder: Path,
     convergence: Sequence[dict[str, Any]],
@@ -1448,14 +1485,15 @@ def _plots(
     def lines(rows, keys):
         return _group(rows, keys).items()
 
-    # Rounds to converge against population, one panel per experiment.
-    experiments = sorted({r["experiment"] for r in convergence})
+    # Rounds to converge against population, one panel per experiment, an experiment's
+    # "_large" counterpart (more agents, fewer settings) drawn in its panel.
+    experiments = sorted({_panel(r["experiment"]) for r in convergence})
     if experiments:
         cols = min(3, len(experiments))
         rows_n = math.ceil(len(experiments) / cols)
         fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
         for ax, name in zip(axes.flat, experiments, strict=False):
-            mine = [r for r in convergence if r["experiment"] == name]
+            mine = [r for r in convergence if _panel(r["experiment"]) == name]
             for key, group in lines(mine, ("variant", "stage_length", "update_prob")):
                 group = sorted(group, key=lambda r: float(r["num_agents"]))
                 n = np.array([float(r["num_agents"]) for r in group])
@@ -1539,7 +1577,8 @@ def _plots(
     ]
     if with_br:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key, group in lines(with_br, ("experiment", "variant", "stage_length", "update_prob")):
+        with_br = [{**r, "panel": _panel(r["experiment"])} for r in with_br]
+        for key, group in lines(with_br, ("panel", "variant", "stage_length", "update_prob")):
             if len(group) < 2:
                 continue
             group = sorted(group, key=lambda r: float(r["num_agents"]))

@@ -278,6 +278,22 @@ def test_presets_are_valid_and_reach_their_scale():
         assert served == set(st.CLAIMS)
 
 
+def test_large_experiments_continue_their_base_at_larger_populations():
+    # A "_large" experiment is drawn in its base's plot panel: it must be the same
+    # experiment (game, stage lengths, exploration, claims) at larger populations only,
+    # with a subset of the base's settings.
+    experiments = {e.name: e for e in st.full_study().experiments}
+    large = [name for name in experiments if name.endswith("_large")]
+    assert {"beauty_contest_large", "adoption_large", "random_linear_potential_large"} <= set(large)
+    for name in large:
+        exp, base = experiments[name], experiments[name.removesuffix("_large")]
+        assert (exp.game, exp.game_params, exp.claims) == (base.game, base.game_params, base.claims)
+        assert exp.explore_prob == base.explore_prob
+        assert set(exp.update_probs) <= set(base.update_probs)
+        assert min(exp.populations) > max(base.populations)
+        assert max(exp.populations) == 10**7
+
+
 def test_validate_names_the_bad_value():
     bad = st.Study("x", (st.Experiment("e", ("C7",), "congestion", (100,)),))
     with pytest.raises(ValueError, match="C7.*valid: C1, C2"):

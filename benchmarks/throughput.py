@@ -173,9 +173,18 @@ def measure(config: dict) -> dict:
 
         chosen_path = []
 
+        blocks = {"block_size": config.get("block_size")} if kernel == "fast" else {}
+
         def call(seed):
             result = js.simulate(
-                game, learner, n, stages, seed=seed, kernel=kernel, fast_path=path or "auto"
+                game,
+                learner,
+                n,
+                stages,
+                seed=seed,
+                kernel=kernel,
+                fast_path=path or "auto",
+                **blocks,
             )
             chosen_path.append(result.config["fast_path"])
 
@@ -304,6 +313,9 @@ def main() -> None:
     )
     parser.add_argument("--baseline-max-agents", type=float, default=2**20 * 1.01)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--block-size", type=int, help="agents per block of the fast kernel (default: automatic)"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", default="benchmarks/throughput.json")
     args = parser.parse_args()
@@ -332,6 +344,7 @@ def main() -> None:
             explore=args.explore,
             info=info,
             repeats=args.repeats,
+            block_size=args.block_size,
         )
         if agents not in floors:
             floors[agents] = run_child(

@@ -130,9 +130,15 @@ def _played(seed, stage, round_index, index, stage_actions, explore_prob, num_ac
     return jnp.where(explore, action.astype(jnp.int32), stage_actions)
 
 
+def _block_index(spec: RunSpec, block: jax.Array) -> jax.Array:
+    """``(block_size,)`` uint32 agent indices of a block."""
+    start = (block * spec.block_size).astype(jnp.uint32)
+    return start + jnp.arange(spec.block_size, dtype=jnp.uint32)
+
+
 def _block(spec: RunSpec, actions: jax.Array, block: jax.Array):
     start = block * spec.block_size
-    index = start.astype(jnp.uint32) + jnp.arange(spec.block_size, dtype=jnp.uint32)
+    index = _block_index(spec, block)
     stage_actions = jax.lax.dynamic_slice(actions, (start,), (spec.block_size,)).astype(jnp.int32)
     valid = index < spec.num_agents
     return start, index, stage_actions, valid, _types_of(spec, index)
@@ -298,9 +304,7 @@ def _event_own_sums(
 
 def _own_noise(spec: RunSpec, seed, stage, block) -> jax.Array:
     """``(block_size,)`` standard normals: the noise of each agent's stage-action sum."""
-    index = (block * spec.block_size).astype(jnp.uint32)
-    index = index + jnp.arange(spec.block_size, dtype=jnp.uint32)
-    return crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+    return crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), _block_index(spec, block))
 
 
 def _block_own_sums(
@@ -517,16 +521,14 @@ def fast_stage(
     # place, XLA's CPU backend fused it (two hashes and an inverse normal CDF) into the
     # ``(k, block)`` estimates and recomputed it for each action: that fusion took 14% of
     # a stage at k = 8, tau = 10 (``benchmarks/profile_stage.py``; 107 -> 43 ms).
-    carry_noise = spec.event_capacity > 0 and (
-        spec.info == "none" or (spec.info == "payoffs" and spec.info_sample_size is not None)
-    )
+    carry_noise = spec.event_capacity > 0 and spec.needs_own_estimates
 
     def decide(block, own_noise):
         block_view = _block(spec, actions, block)
         start, index, current, valid, types = block_view
         first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
         next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
-        if spec.info == "none":
+        if spec.needs_own_estimates:  # plain learning, sampled payoffs
             sums, counts = _block_own_sums(
                 spec,
                 params,
@@ -539,26 +541,12 @@ def fast_stage(
                 first,
                 own_noise,
             )
+            if spec.info == "payoffs":  # pooled with the sampled agents' observations
+                sums, counts = sums + sample_sums[:, None], counts + sample_counts[:, None]
             estimates = mean_or_unavailable(sums, counts)
-        elif spec.info == "payoffs" and spec.info_sample_size is None:
+        elif spec.info == "payoffs":
             published = mean_or_unavailable(action_sums, action_counts)
             estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
-        elif spec.info == "payoffs":
-            sums, counts = _block_own_sums(
-                spec,
-                params,
-                seed,
-                stage,
-                actions,
-                block_view,
-                round_payoffs,
-                stage_length,
-                first,
-                own_noise,
-            )
-            estimates = mean_or_unavailable(
-                sums + sample_sums[:, None], counts + sample_counts[:, None]
-            )
         else:
             estimates = by_alternative[:, types, current]
         ties = crng.uniform(crng.stream_key(seed, stage, _TIE), index)

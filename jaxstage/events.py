@@ -48,6 +48,8 @@ __all__ = [
     "draw",
     "decode",
     "for_each_batch",
+    "compact",
+    "for_each_window",
 ]
 
 #: Agents per event chunk: part of the definition of the event stream, not a tuning knob.
@@ -101,14 +103,64 @@ def _running_sum(steps: jax.Array, grid: jax.Array) -> jax.Array:
     matters (below ``grid``) exact; larger sums only need to stay at or above ``grid``,
     which rounding of non-negative terms cannot undo.
     """
-    rows, capacity = steps.shape
+    sums = _row_sums(jnp.minimum(steps, grid + 1).astype(jnp.float32))
+    return jnp.minimum(sums, grid.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _row_sums(terms: jax.Array) -> jax.Array:
+    """Row-wise inclusive running sums of ``(c, capacity)`` float32 terms, ``capacity`` a
+    multiple of 32: two triangular matrix products (within groups of 32, then across)."""
+    rows, capacity = terms.shape
     group = 32
-    terms = jnp.minimum(steps, grid + 1).astype(jnp.float32).reshape(rows, -1, group)
-    within = terms @ jnp.triu(jnp.ones((group, group), jnp.float32))
+    within = terms.reshape(rows, -1, group) @ jnp.triu(jnp.ones((group, group), jnp.float32))
     groups = capacity // group
     before = within[:, :, -1] @ jnp.triu(jnp.ones((groups, groups), jnp.float32), 1)
-    sums = (within + before[:, :, None]).reshape(rows, capacity)
-    return jnp.minimum(sums, grid.astype(jnp.float32)).astype(jnp.int32)
+    return (within + before[:, :, None]).reshape(rows, capacity)
+
+
+def compact(keep: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+    """The flat indices of the ``True`` entries of a ``(c, capacity)`` mask, in row-major
+    order, then zeros up to a multiple of ``window`` past them; and how many there are.
+
+    Exact while ``c * capacity < 2**24`` (float32 running sums of 0/1 terms).
+    """
+    flat = keep.ravel()
+    size = flat.shape[0]
+    inclusive = _row_sums(keep.astype(jnp.float32)).astype(jnp.int32)
+    row_totals = inclusive[:, -1]
+    row_starts = jnp.cumsum(row_totals) - row_totals
+    position = (inclusive + row_starts[:, None]).ravel() - 1
+    target = jnp.where(flat, position, size + window)  # out of range: dropped
+    order = (
+        jnp.zeros(size + window, jnp.int32)
+        .at[target]
+        .set(jnp.arange(size, dtype=jnp.int32), mode="drop")
+    )
+    return order, jnp.sum(row_totals)
+
+
+def for_each_window(
+    keep: jax.Array,
+    items: object,
+    window: int,
+    body: Callable[[object, jax.Array, object], object],
+    state: object,
+) -> object:
+    """Fold ``body(picked, valid, state)`` over the entries of ``items`` (a pytree of
+    arrays shaped like the ``(c, capacity)`` mask ``keep``) where ``keep`` holds, in
+    row-major order, ``window`` entries at a time; ``valid`` masks a last, partial window.
+    Skipping the unwanted entries this way costs a running sum and a scatter per entry."""
+    order, total = compact(keep, window)
+    flat = jax.tree.map(lambda x: x.ravel(), items)
+
+    def one_window(carry):
+        w, state = carry
+        take = jax.lax.dynamic_slice(order, (w * window,), (window,))
+        valid = w * window + jnp.arange(window) < total
+        return w + 1, body(jax.tree.map(lambda x: x[take], flat), valid, state)
+
+    more = lambda carry: carry[0] * window < total  # noqa: E731
+    return jax.lax.while_loop(more, one_window, (jnp.int32(0), state))[1]
 
 
 def _divmod(cells: jax.Array, divisor: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -158,3 +158,34 @@ def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, samp
     drawn = run()
     np.testing.assert_array_equal(replayed.final_actions, drawn.final_actions)
     np.testing.assert_array_equal(replayed.switched_fraction, drawn.switched_fraction)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_compact_lists_the_kept_entries_in_order(density):
+    rng = np.random.default_rng(1)
+    keep = rng.random((5, 96)) < density
+    window = 64
+    order, total = jax.jit(ev.compact, static_argnums=1)(jnp.asarray(keep), window)
+    expected = np.flatnonzero(keep.ravel())
+    assert int(total) == expected.size
+    assert order.shape[0] >= expected.size + window  # room for a last, partial window
+    np.testing.assert_array_equal(np.asarray(order)[: expected.size], expected)
+
+
+@pytest.mark.parametrize("window", [7, 32, 1000])
+def test_for_each_window_visits_each_kept_entry_once_in_order(window):
+    rng = np.random.default_rng(2)
+    keep = rng.random((4, 64)) < 0.3
+    values = rng.integers(0, 1000, size=(4, 64)).astype(np.int32)
+
+    def body(picked, valid, state):
+        seen, count = state
+        position = count + jnp.cumsum(valid) - 1
+        seen = seen.at[jnp.where(valid, position, seen.shape[0] - 1)].set(picked)
+        return seen, count + jnp.sum(valid, dtype=jnp.int32)
+
+    start = (jnp.full(keep.size + 1, -1, jnp.int32), jnp.int32(0))
+    seen, count = ev.for_each_window(jnp.asarray(keep), jnp.asarray(values), window, body, start)
+    expected = values.ravel()[keep.ravel()]
+    assert int(count) == expected.size
+    np.testing.assert_array_equal(np.asarray(seen)[: expected.size], expected)

@@ -1,10 +1,11 @@
 """The fast kernel: same model as the reference kernel, layout-independent, lean."""
 
+import jax
 import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import simulation
+from jaxstage import fast, simulation
 
 LEARNERS = {
     "none": js.StageLearning(stage_length=6, explore_prob=0.2, update_prob=0.3),
@@ -244,3 +245,35 @@ def test_events_path_refuses_what_it_cannot_draw():
     heavy = js.StageLearning(stage_length=2, explore_prob=0.7)
     with pytest.raises(ValueError, match=r"explore_prob <= 0.5.*explore_prob up to 0.7"):
         js.simulate(game, heavy, 300, 2, fast_path="events")
+
+
+@pytest.mark.parametrize("update_prob", [0.1, 1.0])
+@pytest.mark.parametrize("info, sample", [("none", None), ("payoffs", 30)])
+def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_prob, info, sample):
+    """Only adopters' events are accumulated, in their order: bitwise the same run as
+    accumulating every event, with one window or many."""
+    game = js.make_game("congestion", num_actions=3)
+    learner = js.StageLearning(
+        stage_length=8,
+        explore_prob=0.2,
+        update_prob=update_prob,
+        info=info,
+        info_sample_size=sample,
+    )
+
+    def run(fraction):
+        monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
+        jax.clear_caches()  # the fraction is read when tracing
+        return js.simulate(
+            game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
+        )
+
+    every_event = run(0)
+    assert np.mean(every_event.switched_fraction) > 0  # decisions happen
+    for fraction in (8, 64):
+        filtered = run(fraction)
+        np.testing.assert_array_equal(filtered.final_actions, every_event.final_actions)
+        np.testing.assert_array_equal(filtered.switched_fraction, every_event.switched_fraction)
+        np.testing.assert_array_equal(
+            filtered.realized_mean_payoff, every_event.realized_mean_payoff
+        )

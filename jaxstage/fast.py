@@ -208,7 +208,9 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
         def consume(events, moves):
             ok = events.inside & _in_block(spec, events.agent, start)
             agent = jnp.where(ok, events.agent, 0)
-            own = actions[agent].astype(jnp.int32)
+            # From the block's int32 stage actions: a 32-bit gather is vectorised, the
+            # int8 gather from the population is not.
+            own = stage_actions[jnp.where(ok, events.agent - start, 0)]
             moved = ok & (events.action != own)
             cell = events.round * width + _types_of(spec, agent) * k
             # Two scatters: one scatter of the concatenated updates timed slower (ad hoc).
@@ -279,7 +281,7 @@ def _event_own_sums(
     def accumulate(events, column, ok, state):
         explored, forgone = state
         agent = jnp.where(ok, events.agent, 0)
-        stage_action = actions[agent].astype(jnp.int32)
+        stage_action = stage_actions[jnp.where(ok, column, 0)]  # int32: a vectorised gather
         away = ok & (events.action != stage_action)
         row = (events.round * num_types + _types_of(spec, agent)) * k
         paid = table[row + events.action] + noise_std * events.noise()

@@ -2,7 +2,7 @@
 
 Every measurement runs in its own child process, so that its peak resident memory
 (``VmHWM``) is its own. For each configuration (congestion game with Gaussian noise,
-``update_prob`` 0.1, uniform start):
+``update_prob`` 0.1 unless ``--update-prob`` says otherwise, uniform start):
 
 * ``fast``: ``jaxstage.simulate(kernel="fast")``, the default kernel. Called once to
   compile, then timed (best of ``--repeats``); compile time is the first call minus the
@@ -56,7 +56,9 @@ def _peak_rss_bytes() -> int:
 # ----------------------------------------------------------------------------- baselines
 
 
-def numpy_stage_learning(num_agents, num_actions, stage_length, explore_prob, num_stages, seed=0):
+def numpy_stage_learning(
+    num_agents, num_actions, stage_length, explore_prob, num_stages, seed=0, update_prob=UPDATE_PROB
+):
     """The NumPy baseline: plain stage learning on the congestion game, vectorised."""
     rng = np.random.default_rng(seed)
     slopes = np.arange(1, num_actions + 1, dtype=np.float32)
@@ -76,12 +78,14 @@ def numpy_stage_learning(num_agents, num_actions, stage_length, explore_prob, nu
         estimates = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
         best = estimates.argmax(axis=0)
         keep = estimates[actions, np.arange(num_agents)] == estimates.max(axis=0)
-        adopt = rng.random(num_agents) < UPDATE_PROB
+        adopt = rng.random(num_agents) < update_prob
         actions = np.where(keep | ~adopt, actions, best)
     return actions
 
 
-def naive_jax_run(num_agents, num_actions, stage_length, explore_prob, num_stages):
+def naive_jax_run(
+    num_agents, num_actions, stage_length, explore_prob, num_stages, update_prob=UPDATE_PROB
+):
     """The naive JAX baseline of issue 3, jit-compiled: returns ``run(key) -> actions``."""
     import jax
     import jax.numpy as jnp
@@ -107,7 +111,7 @@ def naive_jax_run(num_agents, num_actions, stage_length, explore_prob, num_stage
         estimates = jnp.where(counts > 0, sums / jnp.maximum(counts, 1), -jnp.inf)
         best = jnp.argmax(estimates, axis=1)
         keep = jnp.take_along_axis(estimates, actions[:, None], 1)[:, 0] >= estimates.max(1)
-        adopt = jax.random.uniform(round_keys[0], (num_agents,)) < UPDATE_PROB
+        adopt = jax.random.uniform(round_keys[0], (num_agents,)) < update_prob
         return jnp.where(keep | ~adopt, actions, best), None
 
     @jax.jit
@@ -159,6 +163,7 @@ def measure(config: dict) -> dict:
         config[name] for name in ("agents", "actions", "stage_length", "explore", "stages")
     )
     agent_rounds = n * tau * stages
+    update_prob = config.get("update_prob", UPDATE_PROB)
     repeats = config["repeats"]
     compile_s, chosen_path = None, [None]
     if kind in ("fast", "fast-events", "fast-rounds", "reference"):
@@ -166,7 +171,7 @@ def measure(config: dict) -> dict:
 
         game = js.make_game(GAME, num_actions=k)
         learner = js.StageLearning(
-            stage_length=tau, explore_prob=p, update_prob=UPDATE_PROB, info=config["info"]
+            stage_length=tau, explore_prob=p, update_prob=update_prob, info=config["info"]
         )
 
         kernel, _, path = kind.partition("-")
@@ -192,7 +197,7 @@ def measure(config: dict) -> dict:
         best = min(_timed(call, 1 + r) for r in range(repeats))
         compile_s = first - best
     elif kind == "naive":
-        run = naive_jax_run(n, k, tau, p, stages)
+        run = naive_jax_run(n, k, tau, p, stages, update_prob)
         first = _timed(lambda s: run(jax.random.key(s)).block_until_ready(), 0)
         best = min(
             _timed(lambda s: run(jax.random.key(s)).block_until_ready(), 1 + r)
@@ -200,7 +205,9 @@ def measure(config: dict) -> dict:
         )
         compile_s = first - best
     elif kind == "numpy":
-        best = _timed(lambda s: numpy_stage_learning(n, k, tau, p, stages, seed=s), 0)
+        best = _timed(
+            lambda s: numpy_stage_learning(n, k, tau, p, stages, seed=s, update_prob=update_prob), 0
+        )
     elif kind == "floor":
         run, agent_rounds = hardware_floor_run(n, tau * stages)
         _timed(lambda s: run(jax.numpy.uint32(s)).block_until_ready(), 0)
@@ -300,6 +307,9 @@ def main() -> None:
     parser.add_argument("--info", nargs="+", choices=["none", "payoffs", "distribution"])
     parser.add_argument("--explore", type=float, default=0.05)
     parser.add_argument(
+        "--update-prob", type=float, default=UPDATE_PROB, help="update probability (default 0.1)"
+    )
+    parser.add_argument(
         "--min-agent-rounds",
         type=float,
         help="stages per timed fast run: enough for this many agent-rounds (at least 1; "
@@ -342,6 +352,7 @@ def main() -> None:
             actions=actions,
             stage_length=tau,
             explore=args.explore,
+            update_prob=args.update_prob,
             info=info,
             repeats=args.repeats,
             block_size=args.block_size,
@@ -351,7 +362,7 @@ def main() -> None:
                 dict(base, kind="floor", stages=max(1, 200 // tau) if tau < 200 else 1),
                 args.timeout,
             )
-        row = dict(base, game=GAME, update_prob=UPDATE_PROB, results={})
+        row = dict(base, game=GAME, results={})
         row["auto_path"] = _auto_path(actions, tau, args.explore, info)
         row["results"]["floor"] = floors[agents]
         for kind in grid["kinds"]:

@@ -675,11 +675,11 @@ def _exploration_path(
 #: Shortest mean stage length from which ``fast_path="auto"`` draws exploration as events,
 #: by whether agents keep their own payoff estimates and by the number of actions. Read
 #: off ``benchmarks/throughput.py --preset paths`` (2**20 agents, exploration 0.05, 2-core
-#: CPU; README, "Exploration paths and stage lengths") and earlier ad hoc runs at k = 3:
-#: with own estimates and 4 or more actions events won from stage length 1; with 2 actions
-#: the rounds loop won up to 16 and events at 64; without own estimates the rounds loop won
-#: at stage length 1 and events at 64, with mixed results in between.
-EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 24, "own": 1, "shared": 16}
+#: CPU; README, "Exploration paths and stage lengths"; stage lengths 1, 4, 16, 64): events
+#: won at every measured stage length with own estimates and 4 or more actions, and from
+#: stage length 4 on in every other case; at stage length 1 the rounds loop won with 2
+#: actions and without own estimates (k = 4 without: a tie).
+EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 4, "own": 1, "shared": 4}
 
 
 def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_actions: int) -> bool:

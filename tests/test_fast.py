@@ -217,9 +217,12 @@ def test_exploration_path_is_chosen_by_cost_and_can_be_forced():
     own = js.StageLearning(stage_length=2, explore_prob=0.05)
     shared = js.StageLearning(stage_length=2, explore_prob=0.05, info="distribution")
     longer = js.StageLearning(stage_length=50, explore_prob=0.05, info="distribution")
+    four = {"stage_length": 4, "explore_prob": 0.05}
     assert path(game, own) == "events"  # own estimates, 4 actions: events from length 1
-    assert path(few, own) == "rounds"  # 2 actions: the loop over rounds up to length 23
-    assert path(game, shared) == "rounds"  # shared information: rounds up to length 15
+    assert path(few, own) == "rounds"  # 2 actions: the loop over rounds up to length 3
+    assert path(few, js.StageLearning(**four)) == "events"
+    assert path(game, shared) == "rounds"  # shared information: rounds up to length 3
+    assert path(game, js.StageLearning(**four, info="distribution")) == "events"
     assert path(game, longer) == "events"
     assert path(game, shared, fast_path="events") == "events"
     assert path(game, own, fast_path="rounds") == "rounds"

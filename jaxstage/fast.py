@@ -13,8 +13,9 @@ games with the default additive Gaussian noise, in every information mode:
   number is a pure function of its coordinates (:mod:`jaxstage.counter_rng`). Pass 1
   computes every round's counts; pass 2 recomputes the same random numbers, now with the
   round payoffs known, to accumulate each agent's observations and take the stage-end
-  decision. On the events path it accumulates only the events of agents that adopt a
-  candidate this stage (:data:`ADOPTER_WINDOW_FRACTION`): the others keep their action.
+  decision. On the events path, at small update probabilities, it accumulates only the
+  events of agents that adopt a candidate this stage (:data:`ADOPTER_WINDOW_FRACTION`):
+  the others keep their action.
 * **Exploration as events** (when every stage explores with probability at most
   ``events.MAX_EVENT_EXPLORE_PROB``, the usual case): only the exploring agent-rounds are
   drawn, as geometric skips (:mod:`jaxstage.events`); counts and own payoff sums follow
@@ -74,12 +75,12 @@ MAX_BLOCK_SLOTS = 2**19
 #: agents per block ran 15 to 20% faster than the larger automatic sizes at k = 2, 4 and 8
 #: (k = 2: 486 against 399 M agent-rounds/s for 2^18), within noise at 10^7 agents.
 MAX_EVENT_BLOCK = 2**15
-#: Pass 2 accumulates only the events of agents that adopt a candidate this stage (the
-#: others keep their action whatever they observed), gathered (in order, so the sums are
-#: bitwise the same) into windows of ``1 / ADOPTER_WINDOW_FRACTION`` of a batch's slots:
-#: one window when at most about 1/8 of the agents adopt. 0 turns the filter off. At 2^20
-#: agents, k = 8, stage length 50: update_prob 0.1 runs about 15% faster, 1.0 about 5%
-#: slower (``benchmarks/throughput.py``).
+#: With ``spec.filter_adopters`` (``update_prob`` at most
+#: ``simulation.MAX_FILTERED_UPDATE_PROB``), pass 2 accumulates only the events of agents
+#: that adopt a candidate this stage (the others keep their action whatever they
+#: observed), gathered in order (so the sums are bitwise the same) into windows of
+#: ``1 / ADOPTER_WINDOW_FRACTION`` of a batch's slots: one window when at most about 1/8
+#: of the agents adopt.
 ADOPTER_WINDOW_FRACTION = 8
 
 
@@ -573,7 +574,7 @@ def fast_stage(
                 first,
                 own_noise,
                 wanted=(lambda agent: _adopts(params, seed, stage, agent))
-                if ADOPTER_WINDOW_FRACTION
+                if spec.filter_adopters
                 else None,
             )
             if spec.info == "payoffs":  # pooled with the sampled agents' observations

@@ -675,11 +675,13 @@ def _exploration_path(
 #: Shortest mean stage length from which ``fast_path="auto"`` draws exploration as events,
 #: by whether agents keep their own payoff estimates and by the number of actions. Read
 #: off ``benchmarks/throughput.py --preset paths`` (2**20 agents, exploration 0.05, 2-core
-#: CPU; README, "Exploration paths and stage lengths"; stage lengths 1, 4, 16, 64): events
-#: won at every measured stage length with own estimates and 4 or more actions, and from
-#: stage length 4 on in every other case; at stage length 1 the rounds loop won with 2
-#: actions and without own estimates (k = 4 without: a tie).
-EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 4, "own": 1, "shared": 4}
+#: CPU; README, "Exploration paths and stage lengths"; stage lengths 1, 4, 16, 64, two
+#: runs): events won at every measured stage length with own estimates and 4 or more
+#: actions, and from stage length 4 on without own estimates; with own estimates and 2
+#: actions the paths tied at 4 (events +3% and -24% in the two runs) and events won from
+#: 16 (+39% in both), hence 8; at stage length 1 the rounds loop won with 2 actions and
+#: without own estimates.
+EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 8, "own": 1, "shared": 4}
 
 
 def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_actions: int) -> bool:
@@ -691,6 +693,12 @@ def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_acti
     mean_length = float(np.mean([row.stage_lengths(num_stages).mean() for row in learners]))
     return mean_length >= EVENTS_FROM_STAGE_LENGTH[regime]
 
+
+#: Largest ``update_prob`` (over a sweep's rows) for which pass 2 of the events path
+#: accumulates only the adopting agents' events (``fast.ADOPTER_WINDOW_FRACTION``); above
+#: it, gathering them costs more than it saves. Either way the numbers are the same.
+#: Measured with ``benchmarks/throughput.py --preset target --update-prob P`` (README).
+MAX_FILTERED_UPDATE_PROB = 0.5
 
 #: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2
 #: (and never more than a quarter of the memory available).
@@ -738,6 +746,11 @@ def _kernel_spec(
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
         event_capacity=event_capacity,
+        filter_adopters=bool(
+            event_capacity
+            and spec.needs_own_estimates
+            and max(row.update_prob for row in rows) <= MAX_FILTERED_UPDATE_PROB
+        ),
     )
 
 

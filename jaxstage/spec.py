@@ -22,7 +22,8 @@ class RunSpec(NamedTuple):
     fast kernel only (``max_stage_length`` sizes its per-round count buffer;
     ``event_capacity > 0`` selects sparse exploration events, :mod:`jaxstage.events`, over
     the loop over rounds; ``replay_events`` keeps pass 1's first batch of events for pass 2
-    instead of drawing it again).
+    instead of drawing it again; ``filter_adopters`` makes pass 2 accumulate only the
+    events of agents that adopt a candidate).
     """
 
     num_agents: int
@@ -38,6 +39,7 @@ class RunSpec(NamedTuple):
     max_stage_length: int = 0
     event_capacity: int = 0
     replay_events: bool = False
+    filter_adopters: bool = False
 
     @property
     def num_types(self) -> int:

@@ -1,5 +1,7 @@
 """The fast kernel: same model as the reference kernel, layout-independent, lean."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -219,8 +221,8 @@ def test_exploration_path_is_chosen_by_cost_and_can_be_forced():
     longer = js.StageLearning(stage_length=50, explore_prob=0.05, info="distribution")
     four = {"stage_length": 4, "explore_prob": 0.05}
     assert path(game, own) == "events"  # own estimates, 4 actions: events from length 1
-    assert path(few, own) == "rounds"  # 2 actions: the loop over rounds up to length 3
-    assert path(few, js.StageLearning(**four)) == "events"
+    assert path(few, js.StageLearning(**four)) == "rounds"  # 2 actions: rounds up to 7
+    assert path(few, js.StageLearning(stage_length=8, explore_prob=0.05)) == "events"
     assert path(game, shared) == "rounds"  # shared information: rounds up to length 3
     assert path(game, js.StageLearning(**four, info="distribution")) == "events"
     assert path(game, longer) == "events"
@@ -264,19 +266,45 @@ def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_pr
         info_sample_size=sample,
     )
 
-    def run(fraction):
+    def run(filtered, fraction=8):
+        # Forced on or off whatever the update probability.
+        monkeypatch.setattr(simulation, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
         monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
-        jax.clear_caches()  # the fraction is read when tracing
-        return js.simulate(
+        jax.clear_caches()  # the window fraction is read when tracing
+        result = js.simulate(
             game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
         )
+        spec = simulation._kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
+        assert spec.filter_adopters == filtered
+        return result
 
-    every_event = run(0)
+    every_event = run(False)
     assert np.mean(every_event.switched_fraction) > 0  # decisions happen
     for fraction in (8, 64):
-        filtered = run(fraction)
+        filtered = run(True, fraction)
         np.testing.assert_array_equal(filtered.final_actions, every_event.final_actions)
         np.testing.assert_array_equal(filtered.switched_fraction, every_event.switched_fraction)
         np.testing.assert_array_equal(
             filtered.realized_mean_payoff, every_event.realized_mean_payoff
         )
+
+
+def test_adopter_filter_is_chosen_by_the_largest_update_probability():
+    game = js.make_game("congestion", num_actions=4)
+    learner = js.StageLearning(stage_length=10, explore_prob=0.05, update_prob=0.1)
+
+    def filtered(*learners):
+        spec = simulation._kernel_spec("fast", game, learners[0], 10_000, 3, 10, None, learners)
+        return spec.filter_adopters
+
+    limit = simulation.MAX_FILTERED_UPDATE_PROB
+    assert filtered(learner)
+    assert not filtered(dataclasses.replace(learner, update_prob=min(1.0, limit + 0.1)))
+    # A sweep filters only when every row's update probability is small.
+    assert not filtered(learner, dataclasses.replace(learner, update_prob=1.0))
+    # Exact published payoffs and the distribution keep no own estimates: nothing to filter.
+    shared = dataclasses.replace(learner, info="distribution")
+    assert not filtered(shared)
+    # The loop over rounds has no events to filter.
+    rounds = simulation._kernel_spec("fast", game, learner, 10_000, 3, 10, None, fast_path="rounds")
+    assert not rounds.filter_adopters

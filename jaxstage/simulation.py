@@ -1110,7 +1110,9 @@ def sweep(
 
     The batch size ``B`` is the longest of ``seeds`` and the per-row parameter lists; each
     list has ``B`` entries or one (broadcast). Row ``i`` equals
-    ``simulate(..., seed=seeds[i])`` with the parameters of row ``i``; the learner gives the
+    ``simulate(..., seed=seeds[i])`` with the parameters of row ``i`` and the sweep's
+    exploration path (``fast_path=result[i].config["fast_path"]``: the fast kernel takes
+    one path for all rows, chosen from their mean stage length); the learner gives the
     defaults for what is not swept (a constant ``explore_prob`` / ``stage_length`` row
     replaces the learner's schedule for that row).
 

@@ -130,8 +130,9 @@ def test_fast_kernel_is_deterministic_and_compiles_once():
     again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast", fast_path="events")
     np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
     # Stage lengths 5 and 7 share the round buffer of 8 rounds, and 0.5 and 0.49 expected
-    # explorations per stage share the event batch size: no recompilation.
-    other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.9)
+    # explorations per stage share the event batch size: no recompilation. (Update
+    # probabilities on either side of simulation.MAX_FILTERED_UPDATE_PROB compile apart.)
+    other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.2)
     js.simulate(
         game,
         other,

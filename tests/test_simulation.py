@@ -134,6 +134,9 @@ def test_sweep_rows_equal_single_runs():
             5,
             seed=seed,
             game_params={"b": [1.0, 2.0, b2]},
+            # The sweep takes one exploration path for all its rows (from their mean stage
+            # length); a single run with stage length 9 alone would take the other one.
+            fast_path=swept[i].config["fast_path"],
         )
         np.testing.assert_array_equal(swept[i].distribution, single.distribution)
         np.testing.assert_allclose(swept[i].nash_gap, single.nash_gap, rtol=1e-6)

@@ -288,7 +288,7 @@ def _rows_in_turn(fn, in_axes):
     """``jax.vmap(fn, in_axes)`` computed one row after another (``lax.map``).
 
     The fast kernel's sweeps use it: its blocks, event loops and scatters are sized for
-    one population, and vectorising them over rows ran 1.8 to 1.9x slower per agent-round
+    one population, and vectorising them over rows ran 1.4 to 1.8x slower per agent-round
     (10 rows of 10^5 and 10^6 agents, ``benchmarks/sweep_rows.py``) and multiplied the
     temporaries by the batch. Row ``i`` is then exactly the single run ``i``.
     """

@@ -20,13 +20,15 @@ import json
 import subprocess
 import sys
 
+from throughput import GAME, probability  # the game of every benchmark
+
 _CHILD = r"""
 import sys, time
 import jaxstage as js
 from jaxstage import simulation
 simulation.MAX_FILTERED_UPDATE_PROB = 1.0 if sys.argv[2] == "on" else -1.0
 n, k, tau, stages = 2**20, 8, 50, 8
-game = js.make_game("congestion", num_actions=k)
+game = js.make_game(sys.argv[3], num_actions=k)
 learner = js.StageLearning(stage_length=tau, explore_prob=0.05, update_prob=float(sys.argv[1]))
 js.simulate(game, learner, n, stages, seed=0)
 times = []
@@ -40,16 +42,18 @@ print(n * tau * stages / min(times) / 1e6)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update-probs", type=float, nargs="+", default=[0.1, 0.3, 0.5, 1.0])
+    parser.add_argument("--update-probs", type=probability, nargs="+", default=[0.1, 0.3, 0.5, 1.0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/adopter_filter.json")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     rows = []
     for update_prob in args.update_probs:
         rates: dict[str, list[float]] = {"on": [], "off": []}
         for _ in range(args.rounds):
             for mode in ("on", "off"):
-                command = [sys.executable, "-c", _CHILD, str(update_prob), mode]
+                command = [sys.executable, "-c", _CHILD, str(update_prob), mode, GAME]
                 out = subprocess.run(command, capture_output=True, text=True, check=True)
                 rates[mode].append(float(out.stdout.strip().splitlines()[-1]))
         medians = {mode: sorted(values)[len(values) // 2] for mode, values in rates.items()}

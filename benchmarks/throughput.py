@@ -45,6 +45,14 @@ UPDATE_PROB = 0.1
 NOISE_STD = 0.1  # the congestion game's default
 
 
+def probability(text: str) -> float:
+    """An argparse type: a probability in [0, 1], refused with the bad value otherwise."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def _peak_rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -307,7 +315,10 @@ def main() -> None:
     parser.add_argument("--info", nargs="+", choices=["none", "payoffs", "distribution"])
     parser.add_argument("--explore", type=float, default=0.05)
     parser.add_argument(
-        "--update-prob", type=float, default=UPDATE_PROB, help="update probability (default 0.1)"
+        "--update-prob",
+        type=probability,
+        default=UPDATE_PROB,
+        help="update probability (default 0.1)",
     )
     parser.add_argument(
         "--min-agent-rounds",

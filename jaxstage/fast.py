@@ -76,12 +76,23 @@ MAX_BLOCK_SLOTS = 2**19
 #: (k = 2: 486 against 399 M agent-rounds/s for 2^18), within noise at 10^7 agents.
 MAX_EVENT_BLOCK = 2**15
 #: With ``spec.filter_adopters`` (``update_prob`` at most
-#: ``simulation.MAX_FILTERED_UPDATE_PROB``), pass 2 accumulates only the events of agents
-#: that adopt a candidate this stage (the others keep their action whatever they
-#: observed), gathered in order (so the sums are bitwise the same) into windows of
-#: ``1 / ADOPTER_WINDOW_FRACTION`` of a batch's slots: one window when at most about 1/8
+#: ``simulation.MAX_FILTERED_UPDATE_PROB``), pass 2 decides for the agents that adopt a
+#: candidate this stage only (the others keep their action whatever they observed):
+#: their events are gathered in order (so the sums are bitwise the same) into windows of
+#: ``1 / ADOPTER_WINDOW_FRACTION`` of a batch's slots, one window when at most about 1/8
 #: of the agents adopt.
 ADOPTER_WINDOW_FRACTION = 8
+
+
+def adopter_capacity(block_size: int, update_prob: float) -> int:
+    """Adopters of a block decided at once: the expected number plus six standard
+    deviations and 32, a multiple of 32 rounded up to a quarter octave (nearby update
+    probabilities share a compiled program), at most the block. A block with more
+    adopters takes another window."""
+    expected = block_size * update_prob
+    target = expected + 6.0 * math.sqrt(expected * (1.0 - update_prob)) + 32.0
+    step = 2 ** max(5, math.floor(math.log2(target)) - 2)
+    return int(min(math.ceil(target / step) * step, -(-block_size // 32) * 32))
 
 
 def choose_block_size(num_agents: int, num_actions: int, event_capacity: int = 0) -> int:
@@ -251,14 +262,16 @@ def _event_own_sums(
     stage_length,
     first=None,
     own_noise=None,
-    wanted=None,
+    keep=None,
 ):
     """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
 
     ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
     ``column_of(events)`` gives each event's column and whether it belongs to one;
     ``first`` is the chunks' first batch when pass 1 kept it; ``own_noise`` is
-    :func:`_own_noise` of the columns when already computed.
+    :func:`_own_noise` of the columns when already computed. ``keep(events)``, when
+    given, is a cheap superset of the events that belong to a column: when few do, they
+    are gathered (in order) before ``column_of`` and the accumulation.
     """
     k, num_types = spec.num_actions, spec.num_types
     index, stage_actions, valid, types = own
@@ -267,18 +280,15 @@ def _event_own_sums(
     noise_std = params.game["noise_std"]
 
     def consume(events, state):
-        column, ok = column_of(events)
-        if wanted is None:
-            return accumulate(events, column, ok, state)
-        ok = ok & wanted(events.agent.astype(jnp.uint32))
-        window = max(32, ok.size // ADOPTER_WINDOW_FRACTION)
-        return ev.for_each_window(
-            ok,
-            (events, column),
-            window,
-            lambda picked, on, state: accumulate(*picked, on, state),
-            state,
-        )
+        if keep is None:
+            return accumulate(events, *column_of(events), state)
+
+        def picked_only(picked, on, state):
+            column, ok = column_of(picked)
+            return accumulate(picked, column, ok & on, state)
+
+        window = max(32, events.agent.size // ADOPTER_WINDOW_FRACTION)
+        return ev.for_each_window(keep(events), events, window, picked_only, state)
 
     def accumulate(events, column, ok, state):
         explored, forgone = state
@@ -348,7 +358,6 @@ def _block_own_sums(
     stage_length,
     first=None,
     own_noise=None,
-    wanted=None,
 ):
     """Pass 2 for one block of agents, by events or by rounds."""
     start, index, stage_actions, valid, types = block_view
@@ -382,7 +391,6 @@ def _block_own_sums(
         stage_length,
         first,
         own_noise,
-        wanted,
     )
 
 
@@ -548,68 +556,71 @@ def fast_stage(
             deviation_payoffs(game, params.game, published, n), (2, 0, 1)
         )  # (k, T, k): [b, type, current]
 
-    # The events path's own-action noise of each block is computed one block ahead and
-    # carried: a loop carry is materialised, so it is computed once per agent. Computed in
-    # place, XLA's CPU backend fused it (two hashes and an inverse normal CDF) into the
-    # ``(k, block)`` estimates and recomputed it for each action: that fusion took 14% of
-    # a stage at k = 8, tau = 10 (``benchmarks/profile_stage.py``; 107 -> 43 ms).
-    carry_noise = spec.event_capacity > 0 and spec.needs_own_estimates
-
-    def decide(block, own_noise):
-        block_view = _block(spec, actions, block)
-        start, index, current, valid, types = block_view
-        first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
-        next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
-        adopt = _adopts(params, seed, stage, index)
-        if spec.needs_own_estimates:  # plain learning, sampled payoffs
-            sums, counts = _block_own_sums(
-                spec,
-                params,
-                seed,
-                stage,
-                actions,
-                block_view,
-                round_payoffs,
-                stage_length,
-                first,
-                own_noise,
-                wanted=(lambda agent: _adopts(params, seed, stage, agent))
-                if spec.filter_adopters
-                else None,
-            )
-            if spec.info == "payoffs":  # pooled with the sampled agents' observations
-                sums, counts = sums + sample_sums[:, None], counts + sample_counts[:, None]
-            estimates = mean_or_unavailable(sums, counts)
-        elif spec.info == "payoffs":
-            published = mean_or_unavailable(action_sums, action_counts)
-            estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
-        else:
-            estimates = by_alternative[:, types, current]
-        ties = crng.uniform(crng.stream_key(seed, stage, _TIE), index)
-        candidates = choose_candidates(ties, estimates, current)
-        chosen = jnp.where(adopt & valid, candidates, current)
-        return next_noise, chosen
-
-    def decide_and_write(block, state):
-        own_noise, pending, new_actions = state
-        next_noise, chosen = decide(block, own_noise)
-        # The previous block's decision, written one block late: as a loop carry it is
-        # computed in a fusion of its own. Written at once, the whole decision was fused
-        # into the in-place write, a fusion XLA's CPU backend emits as slow scalar code
-        # (k = 2, events path, 5 stages of 2^20 agents: 329 ms, now 75 + a plain copy).
-        previous = jnp.maximum(block - 1, 0) * spec.block_size
-        new_actions = jax.lax.dynamic_update_slice(
-            new_actions, pending.astype(actions.dtype), (previous,)
+    if spec.filter_adopters:
+        samples = (sample_sums, sample_counts) if spec.info == "payoffs" else None
+        new_actions = _adopter_decisions(
+            spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
         )
-        return next_noise, chosen, new_actions
+    else:
+        # The events path's own-action noise of each block is computed one block ahead and
+        # carried: a loop carry is materialised, so it is computed once per agent. Computed in
+        # place, XLA's CPU backend fused it (two hashes and an inverse normal CDF) into the
+        # ``(k, block)`` estimates and recomputed it for each action: that fusion took 14% of
+        # a stage at k = 8, tau = 10 (``benchmarks/profile_stage.py``; 107 -> 43 ms).
+        carry_noise = spec.event_capacity > 0 and spec.needs_own_estimates
 
-    noise = _own_noise(spec, seed, stage, jnp.int32(0)) if carry_noise else None
-    state = (noise, jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
-    _, last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
-    last_start = (spec.num_blocks - 1) * spec.block_size
-    new_actions = jax.lax.dynamic_update_slice(
-        new_actions, last.astype(actions.dtype), (last_start,)
-    )
+        def decide(block, own_noise):
+            block_view = _block(spec, actions, block)
+            start, index, current, valid, types = block_view
+            first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
+            next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
+            adopt = _adopts(params, seed, stage, index)
+            if spec.needs_own_estimates:  # plain learning, sampled payoffs
+                sums, counts = _block_own_sums(
+                    spec,
+                    params,
+                    seed,
+                    stage,
+                    actions,
+                    block_view,
+                    round_payoffs,
+                    stage_length,
+                    first,
+                    own_noise,
+                )
+                if spec.info == "payoffs":  # pooled with the sampled agents' observations
+                    sums, counts = sums + sample_sums[:, None], counts + sample_counts[:, None]
+                estimates = mean_or_unavailable(sums, counts)
+            elif spec.info == "payoffs":
+                published = mean_or_unavailable(action_sums, action_counts)
+                estimates = jnp.broadcast_to(published[:, None], (k, spec.block_size))
+            else:
+                estimates = by_alternative[:, types, current]
+            ties = crng.uniform(crng.stream_key(seed, stage, _TIE), index)
+            candidates = choose_candidates(ties, estimates, current)
+            chosen = jnp.where(adopt & valid, candidates, current)
+            return next_noise, chosen
+
+        def decide_and_write(block, state):
+            own_noise, pending, new_actions = state
+            next_noise, chosen = decide(block, own_noise)
+            # The previous block's decision, written one block late: as a loop carry it is
+            # computed in a fusion of its own. Written at once, the whole decision was fused
+            # into the in-place write, a fusion XLA's CPU backend emits as slow scalar code
+            # (k = 2, events path, 5 stages of 2^20 agents: 329 ms, now 75 + a plain copy).
+            previous = jnp.maximum(block - 1, 0) * spec.block_size
+            new_actions = jax.lax.dynamic_update_slice(
+                new_actions, pending.astype(actions.dtype), (previous,)
+            )
+            return next_noise, chosen, new_actions
+
+        noise = _own_noise(spec, seed, stage, jnp.int32(0)) if carry_noise else None
+        state = (noise, jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
+        _, last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
+        last_start = (spec.num_blocks - 1) * spec.block_size
+        new_actions = jax.lax.dynamic_update_slice(
+            new_actions, last.astype(actions.dtype), (last_start,)
+        )
     # Counted in a second pass over the int8 actions: counting ``chosen`` inside ``decide``
     # let XLA's CPU backend fuse the whole decision into each consumer and compute it
     # three times (seen in a profile at k = 3).
@@ -624,6 +635,83 @@ def fast_stage(
         / jnp.maximum(jnp.sum(action_counts), 1).astype(jnp.float32),
     )
     return new_actions, kept, record
+
+
+def _adopter_decisions(
+    spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
+):
+    """Stage-end actions when only adopters are decided (``spec.filter_adopters``).
+
+    An agent that does not adopt keeps its action whatever it observed, so each block's
+    adopters are gathered (in index order, ``spec.adopter_capacity`` at a time, almost
+    always one window) and only their events, estimates and candidates are computed;
+    every sum is added in the same order as for the whole block, so the numbers are
+    bitwise those of deciding for every agent.
+    """
+    capacity, size = spec.adopter_capacity, spec.block_size
+    rows = -(-size // ev.EVENT_CHUNK)  # the mask in rows of a chunk, as compact wants
+    noise_key = crng.stream_key(seed, stage, _OWN_NOISE)
+    tie_key = crng.stream_key(seed, stage, _TIE)
+    slots = jnp.arange(capacity, dtype=jnp.int32)
+
+    def one_block(block, new_actions):
+        start, index, current, valid, _ = _block(spec, actions, block)
+        adopt = _adopts(params, seed, stage, index) & valid
+        mask = jnp.pad(adopt, (0, rows * ev.EVENT_CHUNK - size)).reshape(rows, -1)
+        order, total = ev.compact(mask, capacity)
+        first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
+        chunks = _block_chunks(spec, start)
+
+        def one_window(carry):
+            w, new_actions = carry
+            position = jax.lax.dynamic_slice(order, (w * capacity,), (capacity,))
+            on = w * capacity + slots < total
+            # Each agent's column in this window, ``capacity`` for everyone else.
+            column = (
+                jnp.full(size, capacity, jnp.int32)
+                .at[jnp.where(on, position, size)]
+                .set(slots, mode="drop")
+            )
+
+            def column_of(events):
+                inside = events.inside & _in_block(spec, events.agent, start)
+                picked = column[jnp.where(inside, events.agent - start, 0)]
+                return picked, inside & (picked < capacity)
+
+            def keep(events):  # a hash per event: cheaper than the gather of column_of
+                inside = events.inside & _in_block(spec, events.agent, start)
+                return inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
+
+            agent = index[position]
+            stage_action = current[position]
+            own_noise = crng.normal(noise_key, agent)
+            sums, counts = _event_own_sums(
+                spec,
+                params,
+                seed,
+                stage,
+                actions,
+                chunks,
+                column_of,
+                (agent, stage_action, on, _types_of(spec, agent)),
+                round_payoffs,
+                stage_length,
+                first,
+                own_noise,
+                keep,
+            )
+            if samples is not None:  # pooled with the sampled agents' observations
+                sums, counts = sums + samples[0][:, None], counts + samples[1][:, None]
+            estimates = mean_or_unavailable(sums, counts)
+            chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)
+            target = jnp.where(on, start + position, spec.padded_agents)  # else dropped
+            new_actions = new_actions.at[target].set(chosen.astype(actions.dtype), mode="drop")
+            return w + 1, new_actions
+
+        more = lambda carry: carry[0] * capacity < total  # noqa: E731
+        return jax.lax.while_loop(more, one_window, (jnp.int32(0), new_actions))[1]
+
+    return jax.lax.fori_loop(0, spec.num_blocks, one_block, actions)
 
 
 def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -695,11 +695,12 @@ def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_acti
 
 
 #: Largest ``update_prob`` (over a sweep's rows) for which pass 2 of the events path
-#: accumulates only the adopting agents' events (``fast.ADOPTER_WINDOW_FRACTION``); above
-#: it, gathering them costs more than it saves. Either way the numbers are the same.
-#: ``benchmarks/adopter_filter.py`` (2^20 agents, k = 8, stage length 50; medians of 3,
-#: filter on against off): +28% at 0.1, +3% at 0.3, -4% at 0.5, -7% at 1.0.
-MAX_FILTERED_UPDATE_PROB = 0.3
+#: decides for the adopting agents only (``fast.adopter_capacity``); above it, gathering
+#: them costs more than it saves. Either way the numbers are the same.
+#: ``benchmarks/adopter_filter.py --update-probs 0.1 0.2 0.3`` (2^20 agents, k = 8, stage
+#: length 50; medians of 3, filter on against off, 2-core CPU): +9% at 0.1, +21% at 0.2,
+#: -11% at 0.3.
+MAX_FILTERED_UPDATE_PROB = 0.2
 
 #: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2
 #: (and never more than a quarter of the memory available).
@@ -747,12 +748,18 @@ def _kernel_spec(
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
         event_capacity=event_capacity,
-        filter_adopters=bool(
-            event_capacity
-            and spec.needs_own_estimates
-            and max(row.update_prob for row in rows) <= MAX_FILTERED_UPDATE_PROB
-        ),
+        adopter_capacity=_adopter_capacity(spec, rows, event_capacity, block_size),
     )
+
+
+def _adopter_capacity(spec: RunSpec, rows, event_capacity: int, block_size: int) -> int:
+    """``RunSpec.adopter_capacity``: 0 (decide for every agent) unless the events path
+    keeps own estimates and every row's ``update_prob`` is at most
+    :data:`MAX_FILTERED_UPDATE_PROB`."""
+    largest = max(row.update_prob for row in rows)
+    if not (event_capacity and spec.needs_own_estimates and largest <= MAX_FILTERED_UPDATE_PROB):
+        return 0
+    return fast.adopter_capacity(block_size, largest)
 
 
 def _types_array(spec: RunSpec) -> jax.Array | None:

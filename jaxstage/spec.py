@@ -22,8 +22,8 @@ class RunSpec(NamedTuple):
     fast kernel only (``max_stage_length`` sizes its per-round count buffer;
     ``event_capacity > 0`` selects sparse exploration events, :mod:`jaxstage.events`, over
     the loop over rounds; ``replay_events`` keeps pass 1's first batch of events for pass 2
-    instead of drawing it again; ``filter_adopters`` makes pass 2 accumulate only the
-    events of agents that adopt a candidate).
+    instead of drawing it again; ``adopter_capacity > 0`` makes pass 2 decide for the
+    agents that adopt a candidate only, that many of a block at a time).
     """
 
     num_agents: int
@@ -39,7 +39,7 @@ class RunSpec(NamedTuple):
     max_stage_length: int = 0
     event_capacity: int = 0
     replay_events: bool = False
-    filter_adopters: bool = False
+    adopter_capacity: int = 0
 
     @property
     def num_types(self) -> int:
@@ -48,6 +48,11 @@ class RunSpec(NamedTuple):
     @property
     def needs_own_estimates(self) -> bool:
         return needs_own_estimates(self.info, self.info_sample_size)
+
+    @property
+    def filter_adopters(self) -> bool:
+        """Whether pass 2 decides for the adopting agents only."""
+        return self.adopter_capacity > 0
 
     @property
     def num_blocks(self) -> int:

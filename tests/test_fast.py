@@ -131,8 +131,9 @@ def test_fast_kernel_is_deterministic_and_compiles_once():
     np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
     # Stage lengths 5 and 7 share the round buffer of 8 rounds, and 0.5 and 0.49 expected
     # explorations per stage share the event batch size: no recompilation. (Update
-    # probabilities on either side of simulation.MAX_FILTERED_UPDATE_PROB compile apart.)
-    other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.2)
+    # probabilities up to simulation.MAX_FILTERED_UPDATE_PROB compile apart: they size
+    # the windows of adopters.)
+    other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.25)
     js.simulate(
         game,
         other,
@@ -267,27 +268,45 @@ def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_pr
         info_sample_size=sample,
     )
 
-    def run(filtered, fraction=8):
+    def run(filtered, fraction=8, capacity=None):
         # Forced on or off whatever the update probability.
         monkeypatch.setattr(simulation, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
         monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
+        if capacity is not None:  # adopters decided ``capacity`` at a time
+            monkeypatch.setattr(fast, "adopter_capacity", lambda *_: capacity)
         jax.clear_caches()  # the window fraction is read when tracing
         result = js.simulate(
             game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
         )
         spec = simulation._kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
         assert spec.filter_adopters == filtered
+        if capacity is not None:
+            assert spec.adopter_capacity == capacity
         return result
 
     every_event = run(False)
     assert np.mean(every_event.switched_fraction) > 0  # decisions happen
-    for fraction in (8, 64):
-        filtered = run(True, fraction)
+    # One window of events and of adopters; many windows of events; many of adopters.
+    for fraction, capacity in ((8, None), (64, None), (8, 32)):
+        filtered = run(True, fraction, capacity)
         np.testing.assert_array_equal(filtered.final_actions, every_event.final_actions)
         np.testing.assert_array_equal(filtered.switched_fraction, every_event.switched_fraction)
         np.testing.assert_array_equal(
             filtered.realized_mean_payoff, every_event.realized_mean_payoff
         )
+
+
+def test_adopter_capacity_covers_a_block_of_adopters():
+    # Six standard deviations (and 32) above the expected adopters, at most the block.
+    for block, update_prob in ((32768, 0.1), (32768, 0.2), (4096, 0.05), (1000, 0.2)):
+        capacity = fast.adopter_capacity(block, update_prob)
+        expected = block * update_prob
+        spread = (expected * (1 - update_prob)) ** 0.5
+        assert capacity % 32 == 0
+        target = expected + 6 * spread + 32
+        assert min(target, block) <= capacity <= 1.25 * target + 32  # a quarter octave
+    assert fast.adopter_capacity(64, 1.0) == 64
+    assert fast.adopter_capacity(50, 1.0) == 64  # rounded up to a multiple of 32
 
 
 def test_adopter_filter_is_chosen_by_the_largest_update_probability():

@@ -13,9 +13,9 @@ games with the default additive Gaussian noise, in every information mode:
   number is a pure function of its coordinates (:mod:`jaxstage.counter_rng`). Pass 1
   computes every round's counts; pass 2 recomputes the same random numbers, now with the
   round payoffs known, to accumulate each agent's observations and take the stage-end
-  decision. On the events path, at small update probabilities, it accumulates only the
-  events of agents that adopt a candidate this stage (:data:`ADOPTER_WINDOW_FRACTION`):
-  the others keep their action.
+  decision. On the events path, at small update probabilities, it decides for the agents
+  that adopt a candidate this stage only (:func:`adopter_capacity` of them at a time):
+  the others keep their action, so their events, estimates and candidates are skipped.
 * **Exploration as events** (when every stage explores with probability at most
   ``events.MAX_EVENT_EXPLORE_PROB``, the usual case): only the exploring agent-rounds are
   drawn, as geometric skips (:mod:`jaxstage.events`); counts and own payoff sums follow

@@ -698,8 +698,8 @@ def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_acti
 #: decides for the adopting agents only (``fast.adopter_capacity``); above it, gathering
 #: them costs more than it saves. Either way the numbers are the same.
 #: ``benchmarks/adopter_filter.py --update-probs 0.1 0.2 0.3`` (2^20 agents, k = 8, stage
-#: length 50; medians of 3, filter on against off, 2-core CPU): +9% at 0.1, +21% at 0.2,
-#: -11% at 0.3.
+#: length 50; medians of 3, filter on against off, 2-core CPU), two runs: +9% and +13% at
+#: 0.1, +21% and +3% at 0.2, -11% and +11% at 0.3 (within the machine's noise).
 MAX_FILTERED_UPDATE_PROB = 0.2
 
 #: Most memory the fast kernel spends keeping pass 1's exploration events for pass 2

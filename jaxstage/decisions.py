@@ -9,7 +9,13 @@ import jax.numpy as jnp
 
 from jaxstage.metrics import CountMetrics
 
-__all__ = ["StageRecord", "choose_candidates", "mean_or_unavailable", "clip_and_renormalise"]
+__all__ = [
+    "StageRecord",
+    "choose_candidates",
+    "choose_shared_candidates",
+    "mean_or_unavailable",
+    "clip_and_renormalise",
+]
 
 
 class StageRecord(NamedTuple):
@@ -55,6 +61,35 @@ def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Ar
         rank = rank + tied[action].astype(jnp.int32)
         drawn = jnp.where(tied[action] & (rank == pick), action, drawn).astype(current.dtype)
     return jnp.where(keep, current, drawn)
+
+
+def choose_shared_candidates(
+    uniforms: jax.Array, cell_estimates: jax.Array, cell: jax.Array, current: jax.Array
+) -> jax.Array:
+    """:func:`choose_candidates` for agents whose estimates depend only on a few cells
+    (published payoffs: one cell; the distribution: one per type and current action).
+
+    The tied set and its order are computed once per cell, so each agent costs a few
+    lookups instead of ``O(k)`` operations, and the program does not grow with ``k``.
+    The candidates are exactly those of :func:`choose_candidates` on the same uniforms.
+
+    Args:
+        uniforms: ``(n,)`` uniforms in ``[0, 1)`` for tie-breaking.
+        cell_estimates: ``(cells, k)`` payoff estimates of each cell.
+        cell: ``(n,)`` each agent's cell.
+        current: ``(n,)`` current stage actions.
+    """
+    k = cell_estimates.shape[1]
+    tied = cell_estimates == jnp.max(cell_estimates, axis=1, keepdims=True)
+    num_tied = jnp.sum(tied, axis=1, dtype=jnp.int32)
+    # ordered[c, r]: the tied action of rank r (counted in increasing order) in cell c.
+    rank = jnp.where(tied, jnp.cumsum(tied, axis=1, dtype=jnp.int32) - 1, k)  # k: dropped
+    cells = jnp.arange(tied.shape[0])[:, None]
+    actions = jnp.broadcast_to(jnp.arange(k, dtype=current.dtype), tied.shape)
+    ordered = jnp.zeros(tied.shape, current.dtype).at[cells, rank].set(actions, mode="drop")
+    keep = tied.ravel()[cell * k + current]
+    pick = jnp.floor(uniforms * num_tied[cell]).astype(jnp.int32)
+    return jnp.where(keep, current, ordered.ravel()[cell * k + pick])
 
 
 def mean_or_unavailable(sums: jax.Array, counts: jax.Array) -> jax.Array:

@@ -328,3 +328,21 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
     # The loop over rounds has no events to filter.
     rounds = simulation._kernel_spec("fast", game, learner, 10_000, 3, 10, None, fast_path="rounds")
     assert not rounds.filter_adopters
+
+
+@pytest.mark.parametrize("info", ["payoffs", "distribution"])
+def test_shared_candidate_table_changes_no_number(monkeypatch, info):
+    """Agents that share their estimates take candidates from a per-cell table from
+    ``fast.SHARED_CANDIDATES_FROM_ACTIONS`` actions on: the same run as without it."""
+    game = js.make_game("adoption") if info == "distribution" else js.make_game("beauty_contest")
+    learner = js.StageLearning(stage_length=6, explore_prob=0.2, update_prob=0.5, info=info)
+
+    def run(table_from):
+        monkeypatch.setattr(fast, "SHARED_CANDIDATES_FROM_ACTIONS", table_from)
+        jax.clear_caches()  # read when tracing
+        return js.simulate(game, learner, 2000, 4, seed=5, kernel="fast", return_actions=True)
+
+    direct, table = run(10**6), run(1)
+    assert np.mean(direct.switched_fraction) > 0  # decisions happen
+    np.testing.assert_array_equal(table.final_actions, direct.final_actions)
+    np.testing.assert_array_equal(table.switched_fraction, direct.switched_fraction)

@@ -200,8 +200,11 @@ def _block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
     return start // ev.EVENT_CHUNK + jnp.arange(num_chunks, dtype=jnp.int32)
 
 
-def _in_block(spec: RunSpec, agent: jax.Array, start: jax.Array) -> jax.Array:
-    return (agent >= start) & (agent < start + spec.block_size) & (agent < spec.num_agents)
+def _in_block(spec: RunSpec, events: ev.Events, start: jax.Array) -> jax.Array:
+    """Which events are explorations of an agent of the block that starts at ``start``."""
+    agent = events.agent
+    in_range = (agent >= start) & (agent < start + spec.block_size) & (agent < spec.num_agents)
+    return events.inside & in_range
 
 
 def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
@@ -232,7 +235,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
         chunks = _block_chunks(spec, start)
 
         def consume(events, moves):
-            ok = events.inside & _in_block(spec, events.agent, start)
+            ok = _in_block(spec, events, start)
             agent = jnp.where(ok, events.agent, 0)
             # From the block's int32 stage actions: a 32-bit gather is vectorised, the
             # int8 gather from the population is not.
@@ -389,7 +392,7 @@ def _block_own_sums(
         )
 
     def column_of(events):
-        return events.agent - start, events.inside & _in_block(spec, events.agent, start)
+        return events.agent - start, _in_block(spec, events, start)
 
     return _event_own_sums(
         spec,
@@ -552,8 +555,9 @@ def fast_stage(
     )
 
     stage_counts = _stage_action_counts(spec, actions)
+    samples = None  # sampled payoffs: the sampled agents' (sums, counts), pooled into all
     if spec.info == "payoffs" and spec.info_sample_size is not None:
-        sample_sums, sample_counts = _sample_own_sums(
+        samples = _sample_own_sums(
             spec,
             params,
             seed,
@@ -570,7 +574,6 @@ def fast_stage(
         )  # (k, T, k): [b, type, current]
 
     if spec.filter_adopters:
-        samples = (sample_sums, sample_counts) if spec.info == "payoffs" else None
         new_actions = _adopter_decisions(
             spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
         )
@@ -614,9 +617,7 @@ def fast_stage(
                     first,
                     own_noise,
                 )
-                if spec.info == "payoffs":  # pooled with the sampled agents' observations
-                    sums, counts = sums + sample_sums[:, None], counts + sample_counts[:, None]
-                estimates = mean_or_unavailable(sums, counts)
+                estimates = _own_estimates(sums, counts, samples)
                 candidates = choose_candidates(ties, estimates, current)
             elif k >= SHARED_CANDIDATES_FROM_ACTIONS:  # estimates by (type, action) at most
                 candidates = choose_shared_candidates(
@@ -668,6 +669,14 @@ def fast_stage(
     return new_actions, kept, record
 
 
+def _own_estimates(sums, counts, samples) -> jax.Array:
+    """``(k, columns)`` own estimates, pooled with ``samples``, the sampled agents'
+    ``(sums, counts)`` (sampled payoffs), when given."""
+    if samples is not None:
+        sums, counts = sums + samples[0][:, None], counts + samples[1][:, None]
+    return mean_or_unavailable(sums, counts)
+
+
 def _adopter_decisions(
     spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
 ):
@@ -705,12 +714,12 @@ def _adopter_decisions(
             )
 
             def column_of(events):
-                inside = events.inside & _in_block(spec, events.agent, start)
+                inside = _in_block(spec, events, start)
                 picked = column[jnp.where(inside, events.agent - start, 0)]
                 return picked, inside & (picked < capacity)
 
             def keep(events):  # a hash per event: cheaper than the gather of column_of
-                inside = events.inside & _in_block(spec, events.agent, start)
+                inside = _in_block(spec, events, start)
                 return inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
 
             agent = index[position]
@@ -731,9 +740,7 @@ def _adopter_decisions(
                 own_noise,
                 keep,
             )
-            if samples is not None:  # pooled with the sampled agents' observations
-                sums, counts = sums + samples[0][:, None], counts + samples[1][:, None]
-            estimates = mean_or_unavailable(sums, counts)
+            estimates = _own_estimates(sums, counts, samples)
             chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)
             target = jnp.where(on, start + position, spec.padded_agents)  # else dropped
             new_actions = new_actions.at[target].set(chosen.astype(actions.dtype), mode="drop")

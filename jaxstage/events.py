@@ -118,25 +118,49 @@ def _row_sums(terms: jax.Array) -> jax.Array:
     return (within + before[:, :, None]).reshape(rows, capacity)
 
 
-def compact(keep: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
-    """The flat indices of the ``True`` entries of a ``(c, capacity)`` mask, in row-major
-    order, then zeros up to a multiple of ``window`` past them; and how many there are.
+def _flat_counts(flags: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inclusive running counts of a flat ``(size,)`` float32 0/1 array, and their total.
 
-    Exact while ``c * capacity < 2**24`` (float32 running sums of 0/1 terms).
+    Three levels of 32 (two triangular products, then a ``cumsum`` over groups of 1024
+    entries): every broadcast is over a trailing axis of 32, so XLA's CPU backend indexes
+    it with shifts and vectorises the fusion. Broadcasting per-row offsets over rows of a
+    chunk's capacity (1536 at k = 8) compiled to scalar code with an integer division per
+    entry: in ad hoc timing (a (64, 1536) mask, 10% kept) the positions took 2.1 instead of
+    4.0 to 4.4 ns per entry, the whole ``compact`` 4.1 instead of 6.0 to 6.2.
+    """
+    group = 32
+    size = flags.shape[0]
+    groups = -(-size // group)
+    supergroups = -(-groups // group)
+    triangle = jnp.triu(jnp.ones((group, group), jnp.float32))
+    within = jnp.pad(flags, (0, groups * group - size)).reshape(groups, group) @ triangle
+    totals = jnp.pad(within[:, -1], (0, supergroups * group - groups)).reshape(supergroups, group)
+    totals_within = totals @ triangle
+    super_totals = totals_within[:, -1]
+    before_super = jnp.cumsum(super_totals) - super_totals
+    before_group = (totals_within - totals + before_super[:, None]).ravel()[:groups]
+    inclusive = (within + before_group[:, None]).ravel()[:size]
+    return inclusive, jnp.sum(super_totals)
+
+
+def compact(keep: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+    """The flat indices of the ``True`` entries of a mask, in row-major order, then zeros
+    up to a multiple of ``window`` past them; and how many there are.
+
+    Exact while the mask has fewer than ``2**24`` entries (float32 running sums of 0/1
+    terms).
     """
     flat = keep.ravel()
     size = flat.shape[0]
-    inclusive = _row_sums(keep.astype(jnp.float32)).astype(jnp.int32)
-    row_totals = inclusive[:, -1]
-    row_starts = jnp.cumsum(row_totals) - row_totals
-    position = (inclusive + row_starts[:, None]).ravel() - 1
+    inclusive, total = _flat_counts(flat.astype(jnp.float32))
+    position = inclusive.astype(jnp.int32) - 1
     target = jnp.where(flat, position, size + window)  # out of range: dropped
     order = (
         jnp.zeros(size + window, jnp.int32)
         .at[target]
         .set(jnp.arange(size, dtype=jnp.int32), mode="drop")
     )
-    return order, jnp.sum(row_totals)
+    return order, total.astype(jnp.int32)
 
 
 def for_each_window(

@@ -161,9 +161,12 @@ def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, samp
 
 
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
-def test_compact_lists_the_kept_entries_in_order(density):
+# One group of 1024 entries; several, with a last partial group of 32 (3,000 entries);
+# the shape of a block's events at k = 8 (64 chunks of 1,536 slots).
+@pytest.mark.parametrize("shape", [(5, 96), (3, 1000), (64, 1536)])
+def test_compact_lists_the_kept_entries_in_order(density, shape):
     rng = np.random.default_rng(1)
-    keep = rng.random((5, 96)) < density
+    keep = rng.random(shape) < density
     window = 64
     order, total = jax.jit(ev.compact, static_argnums=1)(jnp.asarray(keep), window)
     expected = np.flatnonzero(keep.ravel())

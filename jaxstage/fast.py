@@ -134,7 +134,8 @@ def event_slots_per_block(block_size: int, event_capacity: int) -> int:
 
 def kept_event_bytes(spec: RunSpec) -> int:
     """Bytes of pass 1's first batch of events kept for pass 2 (8 per slot), one run."""
-    return 8 * spec.num_blocks * event_slots_per_block(spec.block_size, spec.event_capacity)
+    slots = event_slots_per_block(spec.block_size, spec.event_capacity)
+    return 8 * (spec.num_blocks + 1) * slots  # with the spare row
 
 
 def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
@@ -217,8 +218,14 @@ def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
     """
     if not spec.replay_events:
         return None
-    shape = (spec.num_blocks, chunks_per_block(spec.block_size), spec.event_capacity)
+    # A spare last row takes the rare later batches (written unconditionally, unread).
+    shape = (spec.num_blocks + 1, chunks_per_block(spec.block_size), spec.event_capacity)
     return ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
+
+
+def _kept_row(kept: ev.Walk, block: jax.Array):
+    """A thunk reading block ``block``'s kept first batch (``first`` of ``for_each_batch``)."""
+    return lambda: jax.tree.map(lambda all_: all_[block], kept)
 
 
 def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
@@ -248,13 +255,30 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
             return moves.at[leave].add(-1).at[arrive].add(1)
 
         explore_prob = params.explore_prob[stage]
-        first = None
+        keep_first = None
         if spec.replay_events:
-            # Keep the first batch (almost always all of the block's events) for pass 2.
-            first = ev.draw(key, chunks, 0, -1, explore_prob, stage_length, spec.event_capacity)
-            kept = jax.tree.map(lambda all_, one: all_.at[block].set(one), kept, first)
-        moves = ev.for_each_batch(
-            key, chunks, explore_prob, stage_length, spec.event_capacity, k, consume, moves, first
+            # Keep the first batch (almost always all of the block's events) for pass 2;
+            # later batches go to the spare last row, so the write needs no conditional.
+            def keep_first(first_slot, walk, state):
+                moves, kept = state
+                row = jnp.where(first_slot == 0, block, spec.num_blocks)
+                kept = jax.tree.map(
+                    lambda all_, one: jax.lax.dynamic_update_index_in_dim(all_, one, row, 0),
+                    kept,
+                    walk,
+                )
+                return moves, kept
+
+        moves, kept = ev.for_each_batch(
+            key,
+            chunks,
+            explore_prob,
+            stage_length,
+            spec.event_capacity,
+            k,
+            lambda events, state: (consume(events, state[0]), state[1]),
+            (moves, kept),
+            on_walk=keep_first,
         )
         return base, moves, kept
 
@@ -284,7 +308,7 @@ def _event_own_sums(
 
     ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
     ``column_of(events)`` gives each event's column and whether it belongs to one;
-    ``first`` is the chunks' first batch when pass 1 kept it; ``own_noise`` is
+    ``first`` returns the chunks' first batch when pass 1 kept it; ``own_noise`` is
     :func:`_own_noise` of the columns when already computed. ``keep(events)``, when
     given, is a cheap superset of the events that belong to a column: when few do, they
     are gathered (in order) before ``column_of`` and the accumulation.
@@ -600,7 +624,7 @@ def fast_stage(
         def decide(block, own_noise):
             block_view = _block(spec, actions, block)
             start, index, current, valid, types = block_view
-            first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
+            first = None if kept is None else _kept_row(kept, block)
             next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
             adopt = _adopts(params, seed, stage, index)
             ties = crng.uniform(crng.stream_key(seed, stage, _TIE), index)
@@ -699,7 +723,7 @@ def _adopter_decisions(
         adopt = _adopts(params, seed, stage, index) & valid
         mask = jnp.pad(adopt, (0, rows * ev.EVENT_CHUNK - size)).reshape(rows, -1)
         order, total = ev.compact(mask, capacity)
-        first = None if kept is None else jax.tree.map(lambda all_: all_[block], kept)
+        first = None if kept is None else _kept_row(kept, block)
         chunks = _block_chunks(spec, start)
 
         def one_window(carry):

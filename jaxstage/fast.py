@@ -364,17 +364,34 @@ def _event_own_sums(
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
     stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
-    if own_noise is None:
-        own_noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
-    own_sum = (
-        stage_totals[types, stage_actions]
-        - forgone[:-1, 0]
-        + noise_std * jnp.sqrt(stayed.astype(jnp.float32)) * own_noise
-    )
+
+    def stage_action_sum():
+        noise = own_noise
+        if noise is None:
+            noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+        return (
+            stage_totals[types, stage_actions]
+            - forgone[:-1, 0]
+            + noise_std * jnp.sqrt(stayed.astype(jnp.float32)) * noise
+        )
+
+    own_sum = _materialised(stage_action_sum, stage_length)
     is_own = jnp.arange(k)[:, None] == stage_actions[None, :]
     sums = jnp.where(is_own, own_sum[None, :], sums)
     counts = jnp.where(is_own, stayed[None, :], counts)
     return sums, jnp.where(valid[None, :], counts, 0)
+
+
+def _materialised(compute, anchor: jax.Array):
+    """``compute()``, evaluated once into a buffer of its own.
+
+    XLA's CPU backend fuses cheap-looking elementwise work (hashing, ``ndtri``) into each
+    consumer, and into every element of a larger consumer: a per-agent value broadcast to
+    ``(k, agents)`` was computed k times. A conditional's results are materialised, so
+    ``compute`` runs as both branches of one, on ``anchor >= 0`` (``anchor`` a traced,
+    non-negative scalar that XLA cannot fold; both branches give the same value).
+    """
+    return jax.lax.cond(anchor >= 0, compute, compute)
 
 
 def _adopts(params, seed, stage, index: jax.Array) -> jax.Array:

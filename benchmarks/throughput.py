@@ -398,7 +398,7 @@ def _auto_path(actions: int, stage_length: int, explore: float, info: str) -> st
     from jaxstage import simulation
 
     learner = js.StageLearning(stage_length=stage_length, explore_prob=explore, info=info)
-    return "events" if simulation._exploration_path([learner], 1, actions) else "rounds"
+    return "events" if simulation._exploration_path([learner], 1) else "rounds"
 
 
 def _rate(result: dict | None) -> float | None:

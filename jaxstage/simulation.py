@@ -469,10 +469,7 @@ def estimate_memory_bytes(
     ``learner`` when not given).
     """
     if kernel == "fast":
-        if event_capacity is None:
-            capacity = _exploration_path([learner], 1, num_actions)
-        else:
-            capacity = event_capacity
+        capacity = _exploration_path([learner], 1) if event_capacity is None else event_capacity
         block = block_size or fast.choose_block_size(num_agents, num_actions, capacity)
         per_block = block * (96 + 48 * num_actions)
         per_block += 64 * fast.event_slots_per_block(block, capacity)
@@ -640,7 +637,7 @@ def _resolve_kernel(kernel: str, game: AnonymousGame, fast_path: str = "auto") -
 
 
 def _exploration_path(
-    learners: Sequence[StageLearning], num_stages: int, num_actions: int, fast_path: str = "auto"
+    learners: Sequence[StageLearning], num_stages: int, fast_path: str = "auto"
 ) -> int:
     """The fast kernel's ``event_capacity``: 0 to loop over rounds, else the event slots per
     chunk and batch, sized for the stage with the most expected explorations per agent.
@@ -667,29 +664,28 @@ def _exploration_path(
         )
     if fast_path == "rounds" or not possible:
         return 0
-    if fast_path == "auto" and not _events_cheaper(learners, num_stages, num_actions):
+    if fast_path == "auto" and not _events_cheaper(learners, num_stages):
         return 0
     return events.event_capacity(most_events)
 
 
 #: Shortest mean stage length from which ``fast_path="auto"`` draws exploration as events,
-#: by whether agents keep their own payoff estimates and by the number of actions. Read
-#: off ``benchmarks/throughput.py --preset paths`` (2**20 agents, exploration 0.05, 2-core
-#: CPU; README, "Exploration paths and stage lengths"; stage lengths 1, 4, 16, 64, two
-#: runs): events won at every measured stage length with own estimates and 4 or more
-#: actions, and from stage length 4 on without own estimates; with own estimates and 2
-#: actions the paths tied at 4 (events +3% and -24% in the two runs) and events won from
-#: 16 (+39% in both), hence 8; at stage length 1 the rounds loop won with 2 actions and
-#: without own estimates.
-EVENTS_FROM_STAGE_LENGTH = {"own_few_actions": 8, "own": 1, "shared": 4}
+#: by whether agents keep their own payoff estimates. Read off ``benchmarks/throughput.py
+#: --preset paths`` (2**20 agents, exploration 0.05, 2-core CPU; README, "Exploration
+#: paths and stage lengths"; stage lengths 1, 4, 16, 64): with own estimates events won at
+#: every measured stage length and number of actions (at 2 and 3 actions, stage lengths 1
+#: and 4, by 45 to 94% in a second run; the previous release's kernel lost there, and
+#: took events from 8 with 2 or 3 actions); without own estimates events won from stage
+#: length 4 on, and the rounds loop at 1 (by 2 to 13%).
+EVENTS_FROM_STAGE_LENGTH = {"own": 1, "shared": 4}
 
 
-def _events_cheaper(learners: Sequence[StageLearning], num_stages: int, num_actions: int) -> bool:
+def _events_cheaper(learners: Sequence[StageLearning], num_stages: int) -> bool:
     """Whether drawing exploration as events is expected to cost less than looping over
     rounds (:data:`EVENTS_FROM_STAGE_LENGTH`); the mean stage length over all stages and
     rows decides, as the cost of both paths is roughly linear in it."""
     own = needs_own_estimates(learners[0].info, learners[0].info_sample_size)
-    regime = ("own" if num_actions >= 4 else "own_few_actions") if own else "shared"
+    regime = "own" if own else "shared"
     mean_length = float(np.mean([row.stage_lengths(num_stages).mean() for row in learners]))
     return mean_length >= EVENTS_FROM_STAGE_LENGTH[regime]
 
@@ -722,7 +718,7 @@ def _kernel_spec(
     if kernel == "reference":
         return spec
     rows = learners or [learner]
-    event_capacity = _exploration_path(rows, num_stages, game.num_actions, fast_path)
+    event_capacity = _exploration_path(rows, num_stages, fast_path)
     if block_size is None:
         block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
     block_size = check_int(block_size, "block_size", low=1, high=2**30)

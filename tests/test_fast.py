@@ -222,9 +222,8 @@ def test_exploration_path_is_chosen_by_cost_and_can_be_forced():
     shared = js.StageLearning(stage_length=2, explore_prob=0.05, info="distribution")
     longer = js.StageLearning(stage_length=50, explore_prob=0.05, info="distribution")
     four = {"stage_length": 4, "explore_prob": 0.05}
-    assert path(game, own) == "events"  # own estimates, 4 actions: events from length 1
-    assert path(few, js.StageLearning(**four)) == "rounds"  # 2 actions: rounds up to 7
-    assert path(few, js.StageLearning(stage_length=8, explore_prob=0.05)) == "events"
+    assert path(game, own) == "events"  # own estimates: events from length 1
+    assert path(few, js.StageLearning(stage_length=1, explore_prob=0.05)) == "events"
     assert path(game, shared) == "rounds"  # shared information: rounds up to length 3
     assert path(game, js.StageLearning(**four, info="distribution")) == "events"
     assert path(game, longer) == "events"

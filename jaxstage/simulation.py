@@ -674,9 +674,9 @@ def _exploration_path(
 #: --preset paths`` (2**20 agents, exploration 0.05, 2-core CPU; README, "Exploration
 #: paths and stage lengths"; stage lengths 1, 4, 16, 64): with own estimates events won at
 #: every measured stage length and number of actions (at 2 and 3 actions, stage lengths 1
-#: and 4, by 45 to 94% in a second run; the previous release's kernel lost there, and
+#: and 4, by 45 to 95% in a second run; the previous release's kernel lost there, and
 #: took events from 8 with 2 or 3 actions); without own estimates events won from stage
-#: length 4 on, and the rounds loop at 1 (by 2 to 13%).
+#: length 4 on, and the rounds loop at 1 (by 5 to 48% in this release's run).
 EVENTS_FROM_STAGE_LENGTH = {"own": 1, "shared": 4}
 
 

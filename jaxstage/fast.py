@@ -301,15 +301,13 @@ def _event_own_sums(
     round_payoffs,
     stage_length,
     first=None,
-    own_noise=None,
     keep=None,
 ):
     """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
 
     ``own = (index, stage_actions, valid, types)`` describes the agents of the columns;
     ``column_of(events)`` gives each event's column and whether it belongs to one;
-    ``first`` returns the chunks' first batch when pass 1 kept it; ``own_noise`` is
-    :func:`_own_noise` of the columns when already computed. ``keep(events)``, when
+    ``first`` returns the chunks' first batch when pass 1 kept it. ``keep(events)``, when
     given, is a cheap superset of the events that belong to a column: when few do, they
     are gathered (in order) before ``column_of`` and the accumulation.
     """
@@ -366,9 +364,7 @@ def _event_own_sums(
     stayed = stage_length - missing
 
     def stage_action_sum():
-        noise = own_noise
-        if noise is None:
-            noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
+        noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
         return (
             stage_totals[types, stage_actions]
             - forgone[:-1, 0]
@@ -389,7 +385,9 @@ def _materialised(compute, anchor: jax.Array):
     consumer, and into every element of a larger consumer: a per-agent value broadcast to
     ``(k, agents)`` was computed k times. A conditional's results are materialised, so
     ``compute`` runs as both branches of one, on ``anchor >= 0`` (``anchor`` a traced,
-    non-negative scalar that XLA cannot fold; both branches give the same value).
+    non-negative scalar that XLA cannot fold; both branches give the same value). It
+    replaces carrying each block's own-action noise one block ahead through the loop
+    over blocks (the earlier way to materialise it), in every pass-2 path alike.
     """
     return jax.lax.cond(anchor >= 0, compute, compute)
 
@@ -397,11 +395,6 @@ def _materialised(compute, anchor: jax.Array):
 def _adopts(params, seed, stage, index: jax.Array) -> jax.Array:
     """Whether each agent (uint32 ``index``) adopts its candidate at the end of ``stage``."""
     return crng.uniform(crng.stream_key(seed, stage, _UPDATE), index) < params.update_prob
-
-
-def _own_noise(spec: RunSpec, seed, stage, block) -> jax.Array:
-    """``(block_size,)`` standard normals: the noise of each agent's stage-action sum."""
-    return crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), _block_index(spec, block))
 
 
 def _block_own_sums(
@@ -414,7 +407,6 @@ def _block_own_sums(
     round_payoffs,
     stage_length,
     first=None,
-    own_noise=None,
 ):
     """Pass 2 for one block of agents, by events or by rounds."""
     start, index, stage_actions, valid, types = block_view
@@ -447,7 +439,6 @@ def _block_own_sums(
         round_payoffs,
         stage_length,
         first,
-        own_noise,
     )
 
 
@@ -619,13 +610,6 @@ def fast_stage(
             spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
         )
     else:
-        # The events path's own-action noise of each block is computed one block ahead and
-        # carried: a loop carry is materialised, so it is computed once per agent. Computed in
-        # place, XLA's CPU backend fused it (two hashes and an inverse normal CDF) into the
-        # ``(k, block)`` estimates and recomputed it for each action: that fusion took 14% of
-        # a stage at k = 8, tau = 10 (``benchmarks/profile_stage.py``; 107 -> 43 ms).
-        carry_noise = spec.event_capacity > 0 and spec.needs_own_estimates
-
         if spec.info == "payoffs" and not spec.needs_own_estimates:  # exact payoffs
             cell_estimates = mean_or_unavailable(action_sums, action_counts)[None, :]
 
@@ -638,11 +622,10 @@ def fast_stage(
             def cell_of(types, current):
                 return types * k + current
 
-        def decide(block, own_noise):
+        def decide(block):
             block_view = _block(spec, actions, block)
             start, index, current, valid, types = block_view
             first = None if kept is None else _kept_row(kept, block)
-            next_noise = _own_noise(spec, seed, stage, block + 1) if carry_noise else None
             adopt = _adopts(params, seed, stage, index)
             ties = crng.uniform(crng.stream_key(seed, stage, _TIE), index)
             if spec.needs_own_estimates:  # plain learning, sampled payoffs
@@ -656,7 +639,6 @@ def fast_stage(
                     round_payoffs,
                     stage_length,
                     first,
-                    own_noise,
                 )
                 estimates = _own_estimates(sums, counts, samples)
                 candidates = choose_candidates(ties, estimates, current)
@@ -671,12 +653,11 @@ def fast_stage(
                 else:
                     estimates = by_alternative[:, types, current]
                 candidates = choose_candidates(ties, estimates, current)
-            chosen = jnp.where(adopt & valid, candidates, current)
-            return next_noise, chosen
+            return jnp.where(adopt & valid, candidates, current)
 
         def decide_and_write(block, state):
-            own_noise, pending, new_actions = state
-            next_noise, chosen = decide(block, own_noise)
+            pending, new_actions = state
+            chosen = decide(block)
             # The previous block's decision, written one block late: as a loop carry it is
             # computed in a fusion of its own. Written at once, the whole decision was fused
             # into the in-place write, a fusion XLA's CPU backend emits as slow scalar code
@@ -685,11 +666,10 @@ def fast_stage(
             new_actions = jax.lax.dynamic_update_slice(
                 new_actions, pending.astype(actions.dtype), (previous,)
             )
-            return next_noise, chosen, new_actions
+            return chosen, new_actions
 
-        noise = _own_noise(spec, seed, stage, jnp.int32(0)) if carry_noise else None
-        state = (noise, jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
-        _, last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
+        state = (jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
+        last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
         last_start = (spec.num_blocks - 1) * spec.block_size
         new_actions = jax.lax.dynamic_update_slice(
             new_actions, last.astype(actions.dtype), (last_start,)
@@ -731,7 +711,6 @@ def _adopter_decisions(
     """
     capacity, size = spec.adopter_capacity, spec.block_size
     rows = -(-size // ev.EVENT_CHUNK)  # the mask in rows of a chunk, as compact wants
-    noise_key = crng.stream_key(seed, stage, _OWN_NOISE)
     tie_key = crng.stream_key(seed, stage, _TIE)
     slots = jnp.arange(capacity, dtype=jnp.int32)
 
@@ -765,7 +744,6 @@ def _adopter_decisions(
 
             agent = index[position]
             stage_action = current[position]
-            own_noise = crng.normal(noise_key, agent)
             sums, counts = _event_own_sums(
                 spec,
                 params,
@@ -778,7 +756,6 @@ def _adopter_decisions(
                 round_payoffs,
                 stage_length,
                 first,
-                own_noise,
                 keep,
             )
             estimates = _own_estimates(sums, counts, samples)

@@ -252,7 +252,8 @@ def for_each_batch(
     consume: Callable[[Events, object], object],
     state: object,
     first: Callable[[], Walk] | None = None,
-    on_walk: Callable[[jax.Array, Walk, object], object] | None = None,
+    on_walk: Callable[[jax.Array, Walk, Events, object], object] | None = None,
+    resume: tuple[jax.Array, jax.Array] | None = None,
 ) -> object:
     """Fold ``consume(events, state)`` over every exploration event of the given chunks.
 
@@ -269,8 +270,11 @@ def for_each_batch(
             slice of a kept buffer is read straight into the branch's result; given as an
             array, XLA sliced it and then copied it out of the conditional (4% of a stage
             at 2^20 agents, k = 8, tau = 50: ``benchmarks/profile_stage.py``).
-        on_walk: ``on_walk(first_slot, walk, state)`` sees each drawn batch before it is
-            consumed (pass 1 keeps the first one for pass 2 this way, without a copy).
+        on_walk: ``on_walk(first_slot, walk, events, state)`` sees each drawn batch
+            before it is consumed (pass 1 keeps the first one for pass 2 this way, without
+            a copy).
+        resume: ``(first_slot, last_cells)`` to start the walks from instead of their
+            beginning (``last_cells`` as kept from the batch before ``first_slot``).
 
     ``consume`` is traced once, which keeps compilation short: consuming the first batch
     before the loop, instead of choosing it with a conditional, traced it twice and made
@@ -305,8 +309,11 @@ def for_each_batch(
             first_slot == 0, decoded(fresh if first is None else first), decoded(fresh)
         )
         if on_walk is not None:
-            state = on_walk(first_slot, walk, state)
+            state = on_walk(first_slot, walk, events, state)
         return first_slot + capacity, walk.cells[:, -1], consume(events, state)
 
-    start = (jnp.int32(0), jnp.full(chunks.shape, -1, jnp.int32), state)
+    if resume is None:
+        resume = (jnp.int32(0), jnp.full(chunks.shape, -1, jnp.int32))
+    first_slot, last_cells = resume
+    start = (jnp.asarray(first_slot, jnp.int32), jnp.asarray(last_cells, jnp.int32), state)
     return jax.lax.while_loop(more, next_batch, start)[2]

@@ -35,6 +35,7 @@ The numbers do not depend on the block size (tested bitwise).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +109,20 @@ def adopter_capacity(block_size: int, update_prob: float) -> int:
 SHARED_CANDIDATES_FROM_ACTIONS = 16
 
 
+def adopter_event_capacity(block_size: int, event_capacity: int, update_prob: float) -> int:
+    """Events of a block's adopters that pass 1 keeps for pass 2 (from the first batch):
+    the expected number plus six standard deviations and 32, rounded up to a quarter
+    octave, at most the block's slots. Events per agent are bounded by the slots per agent
+    (``event_capacity / EVENT_CHUNK``, above their mean); a block whose adopters have more
+    events draws them again in pass 2."""
+    slots = event_slots_per_block(block_size, event_capacity)
+    per_agent = event_capacity / ev.EVENT_CHUNK
+    adopters = block_size * update_prob
+    target = adopters * per_agent + 6.0 * math.sqrt(adopters * (per_agent + per_agent**2)) + 32
+    step = 2 ** max(5, math.floor(math.log2(target)) - 2)
+    return int(min(math.ceil(target / step) * step, slots))
+
+
 def choose_block_size(num_agents: int, num_actions: int, event_capacity: int = 0) -> int:
     """Agents per block: about 2**18 per-agent values of the widest temporary (k of them);
     on the events path at most :data:`MAX_EVENT_BLOCK` agents and at most
@@ -133,9 +148,13 @@ def event_slots_per_block(block_size: int, event_capacity: int) -> int:
 
 
 def kept_event_bytes(spec: RunSpec) -> int:
-    """Bytes of pass 1's first batch of events kept for pass 2 (8 per slot), one run."""
-    slots = event_slots_per_block(spec.block_size, spec.event_capacity)
-    return 8 * (spec.num_blocks + 1) * slots  # with the spare row
+    """Bytes of pass 1's first batch of events kept for pass 2, one run: 8 per slot, or,
+    with the adopter filter, 16 per kept adopter event and 4 per chunk."""
+    rows = spec.num_blocks + 1  # with the spare row
+    if spec.filter_adopters:
+        chunks = chunks_per_block(spec.block_size)
+        return rows * (16 * spec.adopter_event_capacity + 4 * chunks + 4)
+    return 8 * rows * event_slots_per_block(spec.block_size, spec.event_capacity)
 
 
 def _types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
@@ -208,8 +227,21 @@ def _in_block(spec: RunSpec, events: ev.Events, start: jax.Array) -> jax.Array:
     return events.inside & in_range
 
 
-def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
-    """Room for pass 1's first batch of events of every block (``None`` without replay).
+class KeptAdopterEvents(NamedTuple):
+    """Pass 1's first batch of a block's events, of its adopting agents only, in slot
+    order (the adopter filter's replay; with a leading axis over blocks in the buffer)."""
+
+    agent: jax.Array  # (capacity,) int32 global agent index
+    round: jax.Array  # (capacity,) int32
+    action: jax.Array  # (capacity,) int32
+    bits: jax.Array  # (capacity,) uint32 the event's random word (its payoff noise)
+    total: jax.Array  # () int32 the adopters' events in the batch (more than kept: all lost)
+    last_cells: jax.Array  # (chunks,) int32 where each chunk's walk stopped
+
+
+def kept_events_buffer(spec: RunSpec) -> ev.Walk | KeptAdopterEvents | None:
+    """Room for pass 1's first batch of events of every block (``None`` without replay):
+    every slot's walk, or with the adopter filter the adopters' events only.
 
     It is carried through the stages of a chunk (``simulation._chunk_stages``) and
     overwritten in place, so it is filled once per chunk instead of once per stage (about
@@ -219,11 +251,22 @@ def kept_events_buffer(spec: RunSpec) -> ev.Walk | None:
     if not spec.replay_events:
         return None
     # A spare last row takes the rare later batches (written unconditionally, unread).
-    shape = (spec.num_blocks + 1, chunks_per_block(spec.block_size), spec.event_capacity)
+    rows, chunks = spec.num_blocks + 1, chunks_per_block(spec.block_size)
+    if spec.filter_adopters:
+        listed = (rows, spec.adopter_event_capacity)
+        return KeptAdopterEvents(
+            agent=jnp.zeros(listed, jnp.int32),
+            round=jnp.zeros(listed, jnp.int32),
+            action=jnp.zeros(listed, jnp.int32),
+            bits=jnp.zeros(listed, jnp.uint32),
+            total=jnp.zeros(rows, jnp.int32),
+            last_cells=jnp.zeros((rows, chunks), jnp.int32),
+        )
+    shape = (rows, chunks, spec.event_capacity)
     return ev.Walk(jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.uint32))
 
 
-def _kept_row(kept: ev.Walk, block: jax.Array):
+def _kept_row(kept: ev.Walk | KeptAdopterEvents, block: jax.Array):
     """A thunk reading block ``block``'s kept first batch (``first`` of ``for_each_batch``)."""
     return lambda: jax.tree.map(lambda all_: all_[block], kept)
 
@@ -259,13 +302,16 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
         if spec.replay_events:
             # Keep the first batch (almost always all of the block's events) for pass 2;
             # later batches go to the spare last row, so the write needs no conditional.
-            def keep_first(first_slot, walk, state):
+            def keep_first(first_slot, walk, events, state):
                 moves, kept = state
                 row = jnp.where(first_slot == 0, block, spec.num_blocks)
+                one = walk
+                if spec.filter_adopters:
+                    one = _adopters_events(spec, params, seed, stage, start, walk, events)
                 kept = jax.tree.map(
                     lambda all_, one: jax.lax.dynamic_update_index_in_dim(all_, one, row, 0),
                     kept,
-                    walk,
+                    one,
                 )
                 return moves, kept
 
@@ -289,6 +335,29 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
     return counts, kept
 
 
+def _adopters_events(spec, params, seed, stage, start, walk, events) -> KeptAdopterEvents:
+    """The events of one batch that belong to adopting agents of the block starting at
+    ``start``, listed in slot order (the order pass 2 adds them in)."""
+    inside = _in_block(spec, events, start)
+    # A hash per event: cheaper than gathering from the block's adopters (as in pass 2).
+    adopting = inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
+    capacity = spec.adopter_event_capacity
+    order, total = ev.compact(adopting, capacity)
+    take = order[:capacity]
+
+    def listed(values):
+        return values.ravel()[take]
+
+    return KeptAdopterEvents(
+        agent=listed(events.agent),
+        round=listed(events.round),
+        action=listed(events.action),
+        bits=listed(events.bits),
+        total=total,
+        last_cells=walk.cells[:, -1],
+    )
+
+
 def _event_own_sums(
     spec,
     params,
@@ -302,6 +371,7 @@ def _event_own_sums(
     stage_length,
     first=None,
     keep=None,
+    listed=None,
 ):
     """Pass 2 from exploration events: ``(k, columns)`` payoff sums and observation counts.
 
@@ -309,7 +379,10 @@ def _event_own_sums(
     ``column_of(events)`` gives each event's column and whether it belongs to one;
     ``first`` returns the chunks' first batch when pass 1 kept it. ``keep(events)``, when
     given, is a cheap superset of the events that belong to a column: when few do, they
-    are gathered (in order) before ``column_of`` and the accumulation.
+    are gathered (in order) before ``column_of`` and the accumulation. ``listed``, when
+    given, returns pass 1's list of the first batch's events of a superset of the columns
+    (:class:`KeptAdopterEvents`): they are added from it, and only later batches are drawn
+    (all of them when the list overflowed).
     """
     k, num_types = spec.num_actions, spec.num_types
     index, stage_actions, valid, types = own
@@ -345,6 +418,19 @@ def _event_own_sums(
         return explored, forgone.at[own_cell].add(lost)
 
     start = (jnp.zeros((k * columns + 1, 2), jnp.float32), jnp.zeros((columns + 1, 2), jnp.float32))
+    resume = None
+    if listed is not None:
+        kept = listed()
+        capacity = kept.agent.shape[0]
+        complete = kept.total <= capacity
+        inside = (jnp.arange(capacity) < kept.total) & complete
+        events = ev.Events(kept.agent, kept.round, kept.action, inside, kept.bits)
+        start = accumulate(events, *column_of(events), start)
+        # Then the batches after the first, or every batch if the list is incomplete.
+        resume = (
+            jnp.where(complete, spec.event_capacity, 0),
+            jnp.where(complete, kept.last_cells, -1),
+        )
     explored, forgone = ev.for_each_batch(
         crng.stream_key(seed, stage, _EXPLORE),
         chunks,
@@ -355,6 +441,7 @@ def _event_own_sums(
         consume,
         start,
         first,
+        resume=resume,
     )
     sums = explored[:-1, 0].reshape(k, columns)
     counts = explored[:-1, 1].astype(jnp.int32).reshape(k, columns)
@@ -755,8 +842,8 @@ def _adopter_decisions(
                 (agent, stage_action, on, _types_of(spec, agent)),
                 round_payoffs,
                 stage_length,
-                first,
-                keep,
+                keep=keep,
+                listed=first,
             )
             estimates = _own_estimates(sums, counts, samples)
             chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)

@@ -730,11 +730,21 @@ def _kernel_spec(
             f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
             f"divides num_agents more closely or kernel='reference'"
         )
-    sized = spec._replace(block_size=block_size, event_capacity=event_capacity)
-    kept_bytes = fast.kept_event_bytes(sized)  # sweeps run their rows one after another
-    return spec._replace(
-        kernel="fast",
+    adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
+    largest_update_prob = max(row.update_prob for row in rows)
+    sized = spec._replace(
         block_size=block_size,
+        event_capacity=event_capacity,
+        adopter_capacity=adopters,
+        adopter_event_capacity=fast.adopter_event_capacity(
+            block_size, event_capacity, largest_update_prob
+        )
+        if adopters
+        else 0,
+    )
+    kept_bytes = fast.kept_event_bytes(sized)  # sweeps run their rows one after another
+    return sized._replace(
+        kernel="fast",
         replay_events=bool(
             event_capacity
             and spec.needs_own_estimates
@@ -743,8 +753,6 @@ def _kernel_spec(
         # Rounded up to a power of two: other stage lengths in the same range reuse the
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
-        event_capacity=event_capacity,
-        adopter_capacity=_adopter_capacity(spec, rows, event_capacity, block_size),
     )
 
 

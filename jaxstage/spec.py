@@ -23,7 +23,9 @@ class RunSpec(NamedTuple):
     ``event_capacity > 0`` selects sparse exploration events, :mod:`jaxstage.events`, over
     the loop over rounds; ``replay_events`` keeps pass 1's first batch of events for pass 2
     instead of drawing it again; ``adopter_capacity > 0`` makes pass 2 decide for the
-    agents that adopt a candidate only, that many of a block at a time).
+    agents that adopt a candidate only, that many of a block at a time, and
+    ``adopter_event_capacity`` is then how many of a block's first batch of events, those
+    of its adopters, pass 1 keeps for pass 2 when it replays).
     """
 
     num_agents: int
@@ -40,6 +42,7 @@ class RunSpec(NamedTuple):
     event_capacity: int = 0
     replay_events: bool = False
     adopter_capacity: int = 0
+    adopter_event_capacity: int = 0
 
     @property
     def num_types(self) -> int:

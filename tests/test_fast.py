@@ -267,27 +267,47 @@ def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_pr
         info_sample_size=sample,
     )
 
-    def run(filtered, fraction=8, capacity=None):
+    def run(filtered, fraction=8, capacity=None, listed=None, replay=True, slots=None):
         # Forced on or off whatever the update probability.
         monkeypatch.setattr(simulation, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
         monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
         if capacity is not None:  # adopters decided ``capacity`` at a time
             monkeypatch.setattr(fast, "adopter_capacity", lambda *_: capacity)
+        if listed is not None:  # pass 1 keeps this many of a block's adopters' events
+            monkeypatch.setattr(fast, "adopter_event_capacity", lambda *_: listed)
+        monkeypatch.setattr(simulation, "REPLAY_BUDGET_BYTES", 2**29 if replay else 0)
+        if slots is not None:  # each chunk's events drawn ``slots`` at a time
+            monkeypatch.setattr(simulation.events, "event_capacity", lambda *_: slots)
         jax.clear_caches()  # the window fraction is read when tracing
         result = js.simulate(
             game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
         )
         spec = simulation._kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
         assert spec.filter_adopters == filtered
+        assert spec.replay_events == replay
         if capacity is not None:
             assert spec.adopter_capacity == capacity
+        if listed is not None:
+            assert spec.adopter_event_capacity == listed
+        if slots is not None:
+            assert spec.event_capacity == slots
         return result
 
     every_event = run(False)
     assert np.mean(every_event.switched_fraction) > 0  # decisions happen
-    # One window of events and of adopters; many windows of events; many of adopters.
-    for fraction, capacity in ((8, None), (64, None), (8, 32)):
-        filtered = run(True, fraction, capacity)
+    # One window of events and of adopters; many windows of events; many of adopters;
+    # pass 1's list of adopters' events too short for some blocks (drawn again); no list;
+    # many batches of events after the listed first one.
+    cases = (
+        dict(fraction=8),
+        dict(fraction=64),
+        dict(fraction=8, capacity=32),
+        dict(fraction=8, listed=64),
+        dict(fraction=8, replay=False),
+        dict(fraction=8, slots=64),
+    )
+    for case in cases:
+        filtered = run(True, **case)
         np.testing.assert_array_equal(filtered.final_actions, every_event.final_actions)
         np.testing.assert_array_equal(filtered.switched_fraction, every_event.switched_fraction)
         np.testing.assert_array_equal(

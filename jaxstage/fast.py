@@ -109,17 +109,21 @@ def adopter_capacity(block_size: int, update_prob: float) -> int:
 SHARED_CANDIDATES_FROM_ACTIONS = 16
 
 
-def adopter_event_capacity(block_size: int, event_capacity: int, update_prob: float) -> int:
+def adopter_event_capacity(
+    block_size: int, event_capacity: int, events_per_agent: float, update_prob: float
+) -> int:
     """Events of a block's adopters that pass 1 keeps for pass 2 (from the first batch):
-    the expected number plus six standard deviations and 32, rounded up to a quarter
-    octave, at most the block's slots. Events per agent are bounded by the slots per agent
-    (``event_capacity / EVENT_CHUNK``, above their mean); a block whose adopters have more
-    events draws them again in pass 2."""
+    the expected number plus six standard deviations and 32, rounded up to an eighth of
+    an octave, at most the block's slots. ``events_per_agent`` is the largest expected
+    explorations of an agent in a stage; a block whose adopters have more events than
+    kept draws them again in pass 2."""
     slots = event_slots_per_block(block_size, event_capacity)
-    per_agent = event_capacity / ev.EVENT_CHUNK
     adopters = block_size * update_prob
-    target = adopters * per_agent + 6.0 * math.sqrt(adopters * (per_agent + per_agent**2)) + 32
-    step = 2 ** max(5, math.floor(math.log2(target)) - 2)
+    # Adopters ~ Binomial(block, u), events each with mean and variance at most lambda:
+    # the variance of their sum is at most adopters * (lambda + lambda^2).
+    spread = math.sqrt(adopters * (events_per_agent + events_per_agent**2))
+    target = adopters * events_per_agent + 6.0 * spread + 32.0
+    step = 2 ** max(5, math.floor(math.log2(target)) - 3)
     return int(min(math.ceil(target / step) * step, slots))
 
 
@@ -273,7 +277,8 @@ def _kept_row(kept: ev.Walk | KeptAdopterEvents, block: jax.Array):
 
 def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
     """Pass 1 from exploration events: stage-action counts in every round, moved by events,
-    and ``kept`` (:func:`kept_events_buffer`) holding each block's first batch of events."""
+    the ``(T * k,)`` stage-action counts, and ``kept`` (:func:`kept_events_buffer`) holding
+    each block's first batch of events."""
     k, width, rounds = spec.num_actions, spec.num_types * spec.num_actions, spec.max_stage_length
     key = crng.stream_key(seed, stage, _EXPLORE)
     unused = rounds * width  # the cell that collects masked-out updates
@@ -332,7 +337,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
     base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
     counts = jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
-    return counts, kept
+    return counts, base, kept
 
 
 def _adopters_events(spec, params, seed, stage, start, walk, events) -> KeptAdopterEvents:
@@ -653,7 +658,7 @@ def fast_stage(
     if spec.event_capacity == 0:
         counts_by_round = _round_counts(spec, params, seed, stage, actions, stage_length)
     else:
-        counts_by_round, kept = _event_round_counts(
+        counts_by_round, stage_counts_by_type, kept = _event_round_counts(
             spec, params, seed, stage, actions, stage_length, kept
         )
     counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
@@ -673,7 +678,10 @@ def fast_stage(
         + params.game["noise_std"] * jnp.sqrt(action_counts.astype(jnp.float32)) * population_noise
     )
 
-    stage_counts = _stage_action_counts(spec, actions)
+    if spec.event_capacity == 0:
+        stage_counts = _stage_action_counts(spec, actions)
+    else:
+        stage_counts = stage_counts_by_type.reshape(num_types, k).sum(axis=0)
     samples = None  # sampled payoffs: the sampled agents' (sums, counts), pooled into all
     if spec.info == "payoffs" and spec.info_sample_size is not None:
         samples = _sample_own_sums(
@@ -693,9 +701,10 @@ def fast_stage(
         )  # (k, T, k): [b, type, current]
 
     if spec.filter_adopters:
-        new_actions = _adopter_decisions(
+        new_actions, switched, changed_counts = _adopter_decisions(
             spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
         )
+        new_counts = stage_counts_by_type + changed_counts
     else:
         if spec.info == "payoffs" and not spec.needs_own_estimates:  # exact payoffs
             cell_estimates = mean_or_unavailable(action_sums, action_counts)[None, :]
@@ -761,10 +770,10 @@ def fast_stage(
         new_actions = jax.lax.dynamic_update_slice(
             new_actions, last.astype(actions.dtype), (last_start,)
         )
-    # Counted in a second pass over the int8 actions: counting ``chosen`` inside ``decide``
-    # let XLA's CPU backend fuse the whole decision into each consumer and compute it
-    # three times (seen in a profile at k = 3).
-    switched, new_counts = _changes(spec, actions, new_actions)
+        # Counted in a second pass over the int8 actions: counting ``chosen`` inside
+        # ``decide`` let XLA's CPU backend fuse the whole decision into each consumer and
+        # compute it three times (seen in a profile at k = 3).
+        switched, new_counts = _changes(spec, actions, new_actions)
     metrics = count_metrics(game, params.game, new_counts.reshape(num_types, k), params.eps)
     last = jnp.take(played_counts, jnp.maximum(stage_length - 1, 0), axis=0)
     record = StageRecord(
@@ -794,14 +803,18 @@ def _adopter_decisions(
     adopters are gathered (in index order, ``spec.adopter_capacity`` at a time, almost
     always one window) and only their events, estimates and candidates are computed;
     every sum is added in the same order as for the whole block, so the numbers are
-    bitwise those of deciding for every agent.
+    bitwise those of deciding for every agent. Returns the new actions, how many agents
+    switched, and the ``(T * k,)`` change in the counts of stage actions (only adopters
+    change, so the new counts need no pass over the population).
     """
     capacity, size = spec.adopter_capacity, spec.block_size
     rows = -(-size // ev.EVENT_CHUNK)  # the mask in rows of a chunk, as compact wants
     tie_key = crng.stream_key(seed, stage, _TIE)
     slots = jnp.arange(capacity, dtype=jnp.int32)
 
-    def one_block(block, new_actions):
+    k, width = spec.num_actions, spec.num_types * spec.num_actions
+
+    def one_block(block, state):
         start, index, current, valid, _ = _block(spec, actions, block)
         adopt = _adopts(params, seed, stage, index) & valid
         mask = jnp.pad(adopt, (0, rows * ev.EVENT_CHUNK - size)).reshape(rows, -1)
@@ -810,7 +823,7 @@ def _adopter_decisions(
         chunks = _block_chunks(spec, start)
 
         def one_window(carry):
-            w, new_actions = carry
+            w, (new_actions, switched, changed) = carry
             position = jax.lax.dynamic_slice(order, (w * capacity,), (capacity,))
             on = w * capacity + slots < total
             # Each agent's column in this window, ``capacity`` for everyone else.
@@ -849,12 +862,17 @@ def _adopter_decisions(
             chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)
             target = jnp.where(on, start + position, spec.padded_agents)  # else dropped
             new_actions = new_actions.at[target].set(chosen.astype(actions.dtype), mode="drop")
-            return w + 1, new_actions
+            moved = on & (chosen != stage_action)
+            cell = _types_of(spec, agent) * k
+            changed = changed + _count(cell + chosen, moved, width)
+            changed = changed - _count(cell + stage_action, moved, width)
+            return w + 1, (new_actions, switched + jnp.sum(moved, dtype=jnp.int32), changed)
 
         more = lambda carry: carry[0] * capacity < total  # noqa: E731
-        return jax.lax.while_loop(more, one_window, (jnp.int32(0), new_actions))[1]
+        return jax.lax.while_loop(more, one_window, (jnp.int32(0), state))[1]
 
-    return jax.lax.fori_loop(0, spec.num_blocks, one_block, actions)
+    start = (actions, jnp.int32(0), jnp.zeros(width, jnp.int32))
+    return jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
 
 
 def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -636,6 +636,21 @@ def _resolve_kernel(kernel: str, game: AnonymousGame, fast_path: str = "auto") -
     return kernel
 
 
+def _exploration_extremes(
+    learners: Sequence[StageLearning], num_stages: int
+) -> tuple[float, float, float]:
+    """The largest exploration probability, expected explorations per agent and stage
+    length of any stage of any row."""
+    most_likely, most_events, longest = 0.0, 0.0, 0.0
+    for row in learners:
+        probs = np.asarray(row.explore_probs(num_stages), np.float64)
+        lengths = np.asarray(row.stage_lengths(num_stages), np.float64)
+        most_likely = max(most_likely, float(probs.max()))
+        most_events = max(most_events, float((probs * lengths).max()))
+        longest = max(longest, float(lengths.max()))
+    return most_likely, most_events, longest
+
+
 def _exploration_path(
     learners: Sequence[StageLearning], num_stages: int, fast_path: str = "auto"
 ) -> int:
@@ -647,13 +662,7 @@ def _exploration_path(
     events.EVENT_CHUNK`` rounds long; ``"auto"`` takes it then and only when
     :func:`_events_cheaper` says so.
     """
-    most_likely, most_events, longest = 0.0, 0.0, 0.0
-    for row in learners:
-        probs = np.asarray(row.explore_probs(num_stages), np.float64)
-        lengths = np.asarray(row.stage_lengths(num_stages), np.float64)
-        most_likely = max(most_likely, float(probs.max()))
-        most_events = max(most_events, float((probs * lengths).max()))
-        longest = max(longest, float(lengths.max()))
+    most_likely, most_events, longest = _exploration_extremes(learners, num_stages)
     too_long = longest * events.EVENT_CHUNK > events.MAX_GRID
     possible = most_likely <= events.MAX_EVENT_EXPLORE_PROB and not too_long
     if fast_path == "events" and not possible:
@@ -737,7 +746,10 @@ def _kernel_spec(
         event_capacity=event_capacity,
         adopter_capacity=adopters,
         adopter_event_capacity=fast.adopter_event_capacity(
-            block_size, event_capacity, largest_update_prob
+            block_size,
+            event_capacity,
+            _exploration_extremes(rows, num_stages)[1],
+            largest_update_prob,
         )
         if adopters
         else 0,

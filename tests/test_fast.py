@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
+from jaxstage import events as ev
 from jaxstage import fast, simulation
 
 LEARNERS = {
@@ -254,11 +255,15 @@ def test_events_path_refuses_what_it_cannot_draw():
 
 
 @pytest.mark.parametrize("update_prob", [0.1, 1.0])
-@pytest.mark.parametrize("info, sample", [("none", None), ("payoffs", 30)])
-def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_prob, info, sample):
+@pytest.mark.parametrize(
+    "game_name, info, sample", [("congestion", "none", None), ("adoption", "payoffs", 30)]
+)
+def test_pass_two_skipping_non_adopters_changes_no_number(
+    monkeypatch, update_prob, game_name, info, sample
+):
     """Only adopters' events are accumulated, in their order: bitwise the same run as
-    accumulating every event, with one window or many."""
-    game = js.make_game("congestion", num_actions=3)
+    accumulating every event, with one window or many (adoption: two types)."""
+    game = js.make_game(game_name, **({"num_actions": 3} if game_name == "congestion" else {}))
     learner = js.StageLearning(
         stage_length=8,
         explore_prob=0.2,
@@ -313,6 +318,11 @@ def test_pass_two_skipping_non_adopters_changes_no_number(monkeypatch, update_pr
         np.testing.assert_array_equal(
             filtered.realized_mean_payoff, every_event.realized_mean_payoff
         )
+        # The new counts follow from the adopters' changes alone: the same metrics.
+        np.testing.assert_array_equal(filtered.nash_gap, every_event.nash_gap)
+        np.testing.assert_array_equal(
+            filtered.distribution_by_type, every_event.distribution_by_type
+        )
 
 
 def test_adopter_capacity_covers_a_block_of_adopters():
@@ -326,6 +336,23 @@ def test_adopter_capacity_covers_a_block_of_adopters():
         assert min(target, block) <= capacity <= 1.25 * target + 32  # a quarter octave
     assert fast.adopter_capacity(64, 1.0) == 64
     assert fast.adopter_capacity(50, 1.0) == 64  # rounded up to a multiple of 32
+
+
+def test_adopter_event_capacity_covers_a_block_of_adopters_events():
+    # Six standard deviations (and 32) above the expected events of a block's adopters,
+    # at most the block's event slots (then every event fits).
+    for block, rate, update_prob in ((32768, 2.5, 0.1), (32768, 0.5, 0.01), (4096, 10.0, 0.2)):
+        capacity = ev.event_capacity(rate)
+        kept = fast.adopter_event_capacity(block, capacity, rate, update_prob)
+        adopters = block * update_prob
+        target = adopters * rate + 6 * (adopters * (rate + rate**2)) ** 0.5 + 32
+        slots = fast.event_slots_per_block(block, capacity)
+        assert min(target, slots) <= kept <= min(1.125 * target + 32, slots)
+    # Sampled adopters' events: their total is within the capacity far more often than not.
+    rng = np.random.default_rng(3)
+    adopters = rng.binomial(32768, 0.1, size=2000)
+    totals = np.array([rng.binomial(50, 0.05, size=a).sum() for a in adopters])
+    assert totals.max() <= fast.adopter_event_capacity(32768, ev.event_capacity(2.5), 2.5, 0.1)
 
 
 def test_adopter_filter_is_chosen_by_the_largest_update_probability():

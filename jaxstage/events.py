@@ -254,6 +254,7 @@ def for_each_batch(
     first: Callable[[], Walk] | None = None,
     on_walk: Callable[[jax.Array, Walk, Events, object], object] | None = None,
     resume: tuple[jax.Array, jax.Array] | None = None,
+    materialise: bool = True,
 ) -> object:
     """Fold ``consume(events, state)`` over every exploration event of the given chunks.
 
@@ -275,6 +276,9 @@ def for_each_batch(
             a copy).
         resume: ``(first_slot, last_cells)`` to start the walks from instead of their
             beginning (``last_cells`` as kept from the batch before ``first_slot``).
+        materialise: draw and decode through a conditional (below). ``False`` for
+            batches that are rarely drawn: one copy of the draw in the program instead of
+            two, which compiles faster.
 
     ``consume`` is traced once, which keeps compilation short: consuming the first batch
     before the loop, instead of choosing it with a conditional, traced it twice and made
@@ -305,9 +309,12 @@ def for_each_batch(
         # events are decoded in the branches for the same reason: decoded outside, the
         # decoding was fused into three consumers of pass 1 (1.06 times as fast with
         # replay, 1.08 without, same measure).
-        walk, events = jax.lax.cond(
-            first_slot == 0, decoded(fresh if first is None else first), decoded(fresh)
-        )
+        if materialise or first is not None:
+            walk, events = jax.lax.cond(
+                first_slot == 0, decoded(fresh if first is None else first), decoded(fresh)
+            )
+        else:
+            walk, events = decoded(fresh)()
         if on_walk is not None:
             state = on_walk(first_slot, walk, events, state)
         return first_slot + capacity, walk.cells[:, -1], consume(events, state)

@@ -396,7 +396,10 @@ def _event_own_sums(
     noise_std = params.game["noise_std"]
 
     def consume(events, state):
-        if keep is None:
+        if keep is None or listed is not None:
+            # With pass 1's list, only the rare later batches (or a block whose list
+            # overflowed) are drawn here: adding them whole, without gathering the
+            # columns' events first, keeps the program (and its compilation) smaller.
             return accumulate(events, *column_of(events), state)
 
         def picked_only(picked, on, state):
@@ -447,6 +450,7 @@ def _event_own_sums(
         start,
         first,
         resume=resume,
+        materialise=listed is None,  # with the list, later batches are rare
     )
     sums = explored[:-1, 0].reshape(k, columns)
     counts = explored[:-1, 1].astype(jnp.int32).reshape(k, columns)

@@ -235,6 +235,11 @@ def _scan_stages(spec, stage_fn, actions, first_stage):
             shapes = jax.eval_shape(active, a)[1]
             return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
+        if spec.num_stages % spec.chunk_stages == 0:
+            # No chunk runs past the end: without a conditional, XLA writes the stage's
+            # new actions straight into the carry (through one, it kept an extra copy of
+            # the population's actions: 1 byte per agent more at peak).
+            return active(current)
         return jax.lax.cond(stage < spec.num_stages, active, idle, current)
 
     return jax.lax.scan(one_stage, actions, jnp.arange(spec.chunk_stages))
@@ -310,7 +315,9 @@ def _compiled(initial_fn, chunk_fn, batch=jax.vmap):
     """Jitted single and batched (``batch`` over params, actions and keys) versions."""
     return (
         jax.jit(initial_fn, static_argnums=(0, 1, 3)),
-        jax.jit(chunk_fn, static_argnums=(0, 1)),
+        # The stage actions passed in are the previous chunk's, never used again: donated,
+        # their buffer takes the new ones (one copy of the population less at peak).
+        jax.jit(chunk_fn, static_argnums=(0, 1), donate_argnums=(3,)),
         jax.jit(
             batch(initial_fn, in_axes=(None, None, 0, None, None, None, 0)),
             static_argnums=(0, 1, 3),

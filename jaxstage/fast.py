@@ -16,6 +16,8 @@ games with the default additive Gaussian noise, in every information mode:
   decision. On the events path, at small update probabilities, it decides for the agents
   that adopt a candidate this stage only (:func:`adopter_capacity` of them at a time):
   the others keep their action, so their events, estimates and candidates are skipped.
+  Pass 1 then keeps only the adopters' events (:class:`KeptAdopterEvents`), and the new
+  action counts follow from the adopters' changes.
 * **Exploration as events** (when every stage explores with probability at most
   ``events.MAX_EVENT_EXPLORE_PROB``, the usual case): only the exploring agent-rounds are
   drawn, as geometric skips (:mod:`jaxstage.events`); counts and own payoff sums follow

@@ -345,9 +345,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
 def _adopters_events(spec, params, seed, stage, start, walk, events) -> KeptAdopterEvents:
     """The events of one batch that belong to adopting agents of the block starting at
     ``start``, listed in slot order (the order pass 2 adds them in)."""
-    inside = _in_block(spec, events, start)
-    # A hash per event: cheaper than gathering from the block's adopters (as in pass 2).
-    adopting = inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
+    adopting = _adopters_among(spec, params, seed, stage, events, start)
     capacity = spec.adopter_event_capacity
     order, total = ev.compact(adopting, capacity)
     take = order[:capacity]
@@ -363,6 +361,13 @@ def _adopters_events(spec, params, seed, stage, start, walk, events) -> KeptAdop
         total=total,
         last_cells=walk.cells[:, -1],
     )
+
+
+def _adopters_among(spec, params, seed, stage, events, start) -> jax.Array:
+    """Which events are explorations of adopting agents of the block that starts at
+    ``start``: a hash per event, cheaper than a gather from the block's adopters."""
+    inside = _in_block(spec, events, start)
+    return inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
 
 
 def _event_own_sums(
@@ -844,9 +849,8 @@ def _adopter_decisions(
                 picked = column[jnp.where(inside, events.agent - start, 0)]
                 return picked, inside & (picked < capacity)
 
-            def keep(events):  # a hash per event: cheaper than the gather of column_of
-                inside = _in_block(spec, events, start)
-                return inside & _adopts(params, seed, stage, events.agent.astype(jnp.uint32))
+            def keep(events):  # cheaper than the gather of column_of
+                return _adopters_among(spec, params, seed, stage, events, start)
 
             agent = index[position]
             stage_action = current[position]

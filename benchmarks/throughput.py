@@ -4,10 +4,13 @@ Every measurement runs in its own child process, so that its peak resident memor
 (``VmHWM``) is its own. For each configuration (congestion game with Gaussian noise,
 ``update_prob`` 0.1 unless ``--update-prob`` says otherwise, uniform start):
 
-* ``fast``: ``jaxstage.simulate(kernel="fast")``, the default kernel. Called once to
-  compile, then timed (best of ``--repeats``); compile time is the first call minus the
-  best timed call. ``simulate`` returns host arrays, so the timing includes all device
-  work (as ``block_until_ready`` would) and the per-stage metrics.
+* ``fast``: ``jaxstage.simulate(kernel="fast")``, the default kernel, on ``--devices``
+  JAX CPU devices (default: one per core, ``jaxstage.use_cpu_cores``; the population is
+  split over them). Called once to compile, then timed (best of ``--repeats``); compile
+  time is the first call minus the best timed call. ``simulate`` returns host arrays, so
+  the timing includes all device work (as ``block_until_ready`` would) and the per-stage
+  metrics.
+* ``fast-single``: the same on one device (JAX's default on a CPU).
 * ``reference``: the readable kernel of ``jaxstage.simulation`` (the specification).
 * ``naive``: the naive JAX design named in issue 3, written here in 30 lines: per-agent
   one-hot ``(agents, actions)`` accumulators, JAX's default PRNG, ``lax.scan`` over
@@ -174,8 +177,11 @@ def measure(config: dict) -> dict:
     update_prob = config.get("update_prob", UPDATE_PROB)
     repeats = config["repeats"]
     compile_s, chosen_path = None, [None]
-    if kind in ("fast", "fast-events", "fast-rounds", "reference"):
+    if kind in ("fast", "fast-events", "fast-rounds", "fast-single", "reference"):
         import jaxstage as js
+
+        devices = 1 if kind in ("fast-single", "reference") else config.get("devices") or 1
+        js.use_cpu_cores(devices)
 
         game = js.make_game(GAME, num_actions=k)
         learner = js.StageLearning(
@@ -183,10 +189,13 @@ def measure(config: dict) -> dict:
         )
 
         kernel, _, path = kind.partition("-")
+        path = "" if path == "single" else path
 
         chosen_path = []
 
         blocks = {"block_size": config.get("block_size")} if kernel == "fast" else {}
+        if kernel == "fast":
+            blocks["devices"] = devices
 
         def call(seed):
             result = js.simulate(
@@ -226,6 +235,8 @@ def measure(config: dict) -> dict:
     else:
         raise ValueError(f"unknown measurement kind {kind!r}")
     extra = {"fast_path": chosen_path[0]} if kind.startswith("fast") else {}
+    if kind.startswith("fast"):
+        extra["devices"] = devices
     return extra | {
         "agent_rounds_per_s": agent_rounds / best,
         "seconds": best,
@@ -255,7 +266,7 @@ def run_child(config: dict, timeout: float) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
-def environment() -> dict:
+def environment(devices: int) -> dict:
     import jax
     import optax
 
@@ -272,6 +283,7 @@ def environment() -> dict:
         "device": f"{device.platform}:{device.device_kind}",
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "fast_devices": devices,
         "jax": jax.__version__,
         "jaxlib": importlib.metadata.version("jaxlib"),
         "numpy": np.__version__,
@@ -329,13 +341,27 @@ def main() -> None:
     parser.add_argument(
         "--kinds",
         nargs="+",
-        choices=["fast", "fast-events", "fast-rounds", "reference", "naive", "numpy"],
-        help="what to measure (default: fast, reference, naive, numpy; the preset's own)",
+        choices=[
+            "fast",
+            "fast-single",
+            "fast-events",
+            "fast-rounds",
+            "reference",
+            "naive",
+            "numpy",
+        ],
+        help="what to measure (default: fast, fast-single, reference, naive, numpy; the "
+        "preset's own)",
     )
     parser.add_argument("--baseline-max-agents", type=float, default=2**20 * 1.01)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--block-size", type=int, help="agents per block of the fast kernel (default: automatic)"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="JAX CPU devices of the fast kernel (default: one per core of this process)",
     )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", default="benchmarks/throughput.json")
@@ -345,12 +371,17 @@ def main() -> None:
         return
 
     grid = dict(PRESETS[args.preset]) if args.preset else dict(PRESETS["target"])
-    grid.setdefault("kinds", ["fast", "reference", "naive", "numpy"])
+    grid.setdefault("kinds", ["fast", "fast-single", "reference", "naive", "numpy"])
+    from jaxstage.devices import cpu_core_count  # no JAX computation in this process
+
+    devices = args.devices or cpu_core_count()
+    if devices < 1:
+        parser.error(f"--devices must be at least 1, got {devices}")
     grid.setdefault("min_agent_rounds", 2e8)
     for name in ("agents", "actions", "stage_lengths", "info", "kinds", "min_agent_rounds"):
         if getattr(args, name) is not None:
             grid[name] = getattr(args, name)
-    env = environment()
+    env = environment(devices)
     print(f"environment: {env}", flush=True)
     rows = []
     floors: dict[int, dict] = {}
@@ -367,6 +398,7 @@ def main() -> None:
             info=info,
             repeats=args.repeats,
             block_size=args.block_size,
+            devices=devices,
         )
         if agents not in floors:
             floors[agents] = run_child(
@@ -419,7 +451,7 @@ def _line(row: dict) -> str:
     fast = _rate(results.get("fast"))
     ratios = [
         f"fast/{kind} {fast / _rate(results[kind]):.2g}x"
-        for kind in ("reference", "naive", "numpy", "floor")
+        for kind in ("fast-single", "reference", "naive", "numpy", "floor")
         if fast and _rate(results.get(kind))
     ]
     compile_s = (results.get("fast") or {}).get("compile_s")

@@ -22,6 +22,7 @@ from jaxstage.best_reply import (  # noqa: E402
     initial_counts,
     solve_equilibrium,
 )
+from jaxstage.devices import cpu_core_count, use_cpu_cores  # noqa: E402
 from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
 from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
 from jaxstage.simulation import (  # noqa: E402
@@ -47,6 +48,8 @@ __all__ = [
     "SimulationResult",
     "SweepResult",
     "estimate_memory_bytes",
+    "use_cpu_cores",
+    "cpu_core_count",
     # best-reply dynamics
     "best_reply_dynamics",
     "solve_equilibrium",

@@ -44,6 +44,7 @@ than the file drops the file's game parameters (they belong to the other game), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -649,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_cpu_cores() -> None:
+    """One JAX CPU device per core (the fast kernel runs a shard on each), unless JAX has
+    already started in this process (``main`` called from Python): then as it is."""
+    with contextlib.suppress(RuntimeError):
+        js.use_cpu_cores()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxstage`` command line.
 
@@ -666,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     args.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
+    _use_cpu_cores()
     try:
         return int(args.handler(args))
     except (ValueError, TypeError) as error:

@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
@@ -52,7 +53,7 @@ from jaxstage.decisions import (
     mean_or_unavailable,
 )
 from jaxstage.games import AnonymousGame
-from jaxstage.metrics import count_metrics, deviation_payoffs
+from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
 
 __all__ = [
@@ -62,6 +63,12 @@ __all__ = [
     "supports_fast",
     "choose_block_size",
 ]
+
+#: The mesh axis the fast kernel splits the population over (``spec.num_shards`` devices,
+#: each holding ``spec.local_blocks`` consecutive blocks). Every random number is keyed by
+#: global agent indices and every cross-shard sum is exact, so the numbers do not depend
+#: on the sharding (tested bitwise).
+AGENT_AXIS = "agents"
 
 # Stream identifiers: each (seed, stage, stream, sub-index) gives an independent stream.
 _EXPLORE, _OWN_NOISE, _TIE, _UPDATE, _SAMPLE, _INFO_NOISE, _POP_NOISE, _INIT = range(8)
@@ -156,7 +163,7 @@ def event_slots_per_block(block_size: int, event_capacity: int) -> int:
 def kept_event_bytes(spec: RunSpec) -> int:
     """Bytes of pass 1's first batch of events kept for pass 2, one run: 8 per slot, or,
     with the adopter filter, 16 per kept adopter event and 4 per chunk."""
-    rows = spec.num_blocks + 1  # with the spare row
+    rows = spec.local_blocks + 1  # with the spare row
     if spec.filter_adopters:
         chunks = chunks_per_block(spec.block_size)
         return rows * (16 * spec.adopter_event_capacity + 4 * chunks + 4)
@@ -189,18 +196,58 @@ def _played(seed, stage, round_index, index, stage_actions, explore_prob, num_ac
     return jnp.where(explore, action.astype(jnp.int32), stage_actions)
 
 
-def _block_index(spec: RunSpec, block: jax.Array) -> jax.Array:
-    """``(block_size,)`` uint32 agent indices of a block."""
-    start = (block * spec.block_size).astype(jnp.uint32)
-    return start + jnp.arange(spec.block_size, dtype=jnp.uint32)
+def shard_start(spec: RunSpec) -> jax.Array | int:
+    """Global index of this shard's first agent: inside ``shard_map`` over
+    :data:`AGENT_AXIS` when ``spec.num_shards > 1``, else 0."""
+    if spec.num_shards == 1:
+        return 0
+    return jax.lax.axis_index(AGENT_AXIS) * (spec.local_blocks * spec.block_size)
+
+
+def agent_mesh(num_shards: int) -> jax.sharding.Mesh:
+    """A one-axis mesh (:data:`AGENT_AXIS`) of the default backend's first ``num_shards``
+    devices."""
+    devices = jax.devices()
+    if not 1 <= num_shards <= len(devices):
+        raise ValueError(
+            f"devices={num_shards} must be in [1, {len(devices)}] (the {devices[0].platform} "
+            f"devices JAX sees; see jaxstage.use_cpu_cores)"
+        )
+    return jax.sharding.Mesh(np.asarray(devices[:num_shards]), (AGENT_AXIS,))
+
+
+def on_shards(spec: RunSpec, fn, in_specs, out_specs):
+    """``fn`` run on each of ``spec.num_shards`` devices with ``shard_map`` (``fn``
+    itself for one shard); ``in_specs`` and ``out_specs`` are ``PartitionSpec`` prefixes
+    as there (``P(AGENT_AXIS)`` for agent arrays, ``P()`` for replicated values)."""
+    if spec.num_shards == 1:
+        return fn
+    return jax.shard_map(
+        fn,
+        mesh=agent_mesh(spec.num_shards),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        # Population-level values are psums of exact integers (or of floats that are
+        # zero on all shards but one), so they are the same on every shard.
+        check_vma=False,
+    )
+
+
+def _total(spec: RunSpec, value):
+    """``value`` summed over the shards (integer counts, or floats nonzero on one shard
+    only: either way the sum is exact, so it does not depend on the sharding)."""
+    return value if spec.num_shards == 1 else jax.lax.psum(value, AGENT_AXIS)
 
 
 def _block(spec: RunSpec, actions: jax.Array, block: jax.Array):
-    start = block * spec.block_size
-    index = _block_index(spec, block)
-    stage_actions = jax.lax.dynamic_slice(actions, (start,), (spec.block_size,)).astype(jnp.int32)
+    """Block ``block`` of this shard's ``actions``: the global index of its first agent,
+    its agents' uint32 global indices, int32 stage actions, validity and types."""
+    local_start = block * spec.block_size
+    start = local_start + shard_start(spec)
+    index = start.astype(jnp.uint32) + jnp.arange(spec.block_size, dtype=jnp.uint32)
+    stage_actions = jax.lax.dynamic_slice(actions, (local_start,), (spec.block_size,))
     valid = index < spec.num_agents
-    return start, index, stage_actions, valid, _types_of(spec, index)
+    return start, index, stage_actions.astype(jnp.int32), valid, _types_of(spec, index)
 
 
 def _round_counts(spec, params, seed, stage, actions, stage_length):
@@ -217,7 +264,7 @@ def _round_counts(spec, params, seed, stage, actions, stage_length):
         return jax.lax.fori_loop(0, stage_length, one_round, counts)
 
     start = jnp.zeros((spec.max_stage_length, width), jnp.int32)
-    return jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    return jax.lax.fori_loop(0, spec.local_blocks, one_block, start)
 
 
 def _block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
@@ -257,7 +304,7 @@ def kept_events_buffer(spec: RunSpec) -> ev.Walk | KeptAdopterEvents | None:
     if not spec.replay_events:
         return None
     # A spare last row takes the rare later batches (written unconditionally, unread).
-    rows, chunks = spec.num_blocks + 1, chunks_per_block(spec.block_size)
+    rows, chunks = spec.local_blocks + 1, chunks_per_block(spec.block_size)
     if spec.filter_adopters:
         listed = (rows, spec.adopter_event_capacity)
         return KeptAdopterEvents(
@@ -311,7 +358,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
             # later batches go to the spare last row, so the write needs no conditional.
             def keep_first(first_slot, walk, events, state):
                 moves, kept = state
-                row = jnp.where(first_slot == 0, block, spec.num_blocks)
+                row = jnp.where(first_slot == 0, block, spec.local_blocks)
                 one = walk
                 if spec.filter_adopters:
                     one = _adopters_events(spec, params, seed, stage, start, walk, events)
@@ -336,7 +383,7 @@ def _event_round_counts(spec, params, seed, stage, actions, stage_length, kept):
         return base, moves, kept
 
     start = (jnp.zeros(width, jnp.int32), jnp.zeros(unused + 1, jnp.int32), kept)
-    base, moves, kept = jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    base, moves, kept = jax.lax.fori_loop(0, spec.local_blocks, one_block, start)
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
     counts = jnp.where(in_stage, base[None, :], 0) + moves[:unused].reshape(rounds, width)
     return counts, base, kept
@@ -549,10 +596,13 @@ def _sample_own_sums(spec, params, seed, stage, actions, sampled, round_payoffs,
     """``(k,)`` payoff sums and counts of the sampled agents' own observations."""
     if spec.event_capacity == 0:
         index = sampled.astype(jnp.uint32)
-        own = (index, actions[sampled].astype(jnp.int32), jnp.ones(sampled.shape, bool))
-        own = own + (_types_of(spec, index),)
-        sums, counts = _own_sums(spec, params, seed, stage, *own, round_payoffs, stage_length)
-        return sums.sum(axis=1), counts.sum(axis=1)
+        own = _local_actions(spec, actions, sampled) + (_types_of(spec, index),)
+        sums, counts = _own_sums(
+            spec, params, seed, stage, index, *own, round_payoffs, stage_length
+        )
+        # Each sampled agent's sums come from the shard holding it (zeros elsewhere).
+        sums = _total(spec, jnp.where(own[1][None, :], sums, 0.0))
+        return sums.sum(axis=1), _total(spec, counts).sum(axis=1)
 
     # Each sampled agent walks its whole event chunk: a group of sampled agents at a time
     # keeps the slots drawn at once bounded.
@@ -568,7 +618,9 @@ def _sample_own_sums(spec, params, seed, stage, actions, sampled, round_payoffs,
         members = jax.lax.dynamic_slice(padded, (g * group,), (group,))
         member_real = jax.lax.dynamic_slice(real, (g * group,), (group,))
         index = members.astype(jnp.uint32)
-        own = (index, actions[members].astype(jnp.int32), member_real, _types_of(spec, index))
+        member_actions, here = _local_actions(spec, actions, members)
+        member_real = member_real & here  # the members this shard holds
+        own = (index, member_actions, member_real, _types_of(spec, index))
 
         def column_of(events):
             mine = events.inside & (events.agent == members[:, None]) & member_real[:, None]
@@ -586,8 +638,9 @@ def _sample_own_sums(spec, params, seed, stage, actions, sampled, round_payoffs,
             round_payoffs,
             stage_length,
         )
-        sums = jnp.where(member_real[None, :], sums, 0.0)
-        return totals[0] + sums.sum(axis=1), totals[1] + counts.sum(axis=1)
+        # Each member's sums come from the shard holding it (zeros elsewhere): exact.
+        sums = _total(spec, jnp.where(member_real[None, :], sums, 0.0))
+        return totals[0] + sums.sum(axis=1), totals[1] + _total(spec, counts).sum(axis=1)
 
     k = spec.num_actions
     start = (jnp.zeros(k, jnp.float32), jnp.zeros(k, jnp.int32))
@@ -623,6 +676,13 @@ def _own_sums(
     return sums, jnp.where(valid[None, :], counts, 0)
 
 
+def _local_actions(spec, actions, agents):
+    """The int32 stage actions of global ``agents`` held by this shard, and which are."""
+    local = agents - shard_start(spec)
+    here = (local >= 0) & (local < actions.shape[0])
+    return actions[jnp.where(here, local, 0)].astype(jnp.int32), here
+
+
 def _sample_indices(spec, seed, stage):
     draws = crng.uniform(
         crng.stream_key(seed, stage, _SAMPLE), jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
@@ -638,8 +698,8 @@ def _published_counts(spec, params, seed, stage, actions, stage_counts):
     if spec.info_sample_size is None:
         d_hat = stage_counts.astype(jnp.float32) / n
     else:
-        sampled = actions[_sample_indices(spec, seed, stage)].astype(jnp.int32)
-        d_hat = _count(sampled, jnp.ones_like(sampled, bool), k).astype(jnp.float32)
+        sampled, here = _local_actions(spec, actions, _sample_indices(spec, seed, stage))
+        d_hat = _total(spec, _count(sampled, here, k)).astype(jnp.float32)
         d_hat = d_hat / spec.info_sample_size
     if spec.info_noisy:
         noise = crng.normal(
@@ -658,10 +718,13 @@ def fast_stage(
     stage: jax.Array,
     kept: ev.Walk | None = None,
 ):
-    """One stage on int8 stage actions ``(padded_agents,)``.
+    """One stage on this shard's int8 stage actions (``(padded_agents,)`` unsharded).
 
     ``kept`` is :func:`kept_events_buffer` when ``spec.replay_events`` (else ``None``).
-    Returns ``(new_actions, kept, record)``.
+    Returns ``(new_actions, kept, new_counts, record)``: ``new_counts`` are the ``(T, k)``
+    counts of the new stage actions, from which the caller computes ``record.metrics``
+    (left ``None`` here): outside ``shard_map``, the same program computes them whatever
+    the sharding, so even their float rounding does not depend on it.
     """
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
@@ -672,6 +735,10 @@ def fast_stage(
         counts_by_round, stage_counts_by_type, kept = _event_round_counts(
             spec, params, seed, stage, actions, stage_length, kept
         )
+        stage_counts_by_type = _total(spec, stage_counts_by_type)
+    # Every shard needs the whole population's counts; from here on, the round payoffs
+    # and every population-level value are the same on all shards.
+    counts_by_round = _total(spec, counts_by_round)
     counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
     played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
     round_payoffs = jax.vmap(
@@ -690,7 +757,7 @@ def fast_stage(
     )
 
     if spec.event_capacity == 0:
-        stage_counts = _stage_action_counts(spec, actions)
+        stage_counts = _total(spec, _stage_action_counts(spec, actions))
     else:
         stage_counts = stage_counts_by_type.reshape(num_types, k).sum(axis=0)
     samples = None  # sampled payoffs: the sampled agents' (sums, counts), pooled into all
@@ -715,7 +782,8 @@ def fast_stage(
         new_actions, switched, changed_counts = _adopter_decisions(
             spec, params, seed, stage, actions, kept, round_payoffs, stage_length, samples
         )
-        new_counts = stage_counts_by_type + changed_counts
+        switched = _total(spec, switched)
+        new_counts = stage_counts_by_type + _total(spec, changed_counts)
     else:
         if spec.info == "payoffs" and not spec.needs_own_estimates:  # exact payoffs
             cell_estimates = mean_or_unavailable(action_sums, action_counts)[None, :]
@@ -776,25 +844,24 @@ def fast_stage(
             return chosen, new_actions
 
         state = (jnp.zeros(spec.block_size, jnp.int32), jnp.zeros_like(actions))
-        last, new_actions = jax.lax.fori_loop(0, spec.num_blocks, decide_and_write, state)
-        last_start = (spec.num_blocks - 1) * spec.block_size
+        last, new_actions = jax.lax.fori_loop(0, spec.local_blocks, decide_and_write, state)
+        last_start = (spec.local_blocks - 1) * spec.block_size
         new_actions = jax.lax.dynamic_update_slice(
             new_actions, last.astype(actions.dtype), (last_start,)
         )
         # Counted in a second pass over the int8 actions: counting ``chosen`` inside
         # ``decide`` let XLA's CPU backend fuse the whole decision into each consumer and
         # compute it three times (seen in a profile at k = 3).
-        switched, new_counts = _changes(spec, actions, new_actions)
-    metrics = count_metrics(game, params.game, new_counts.reshape(num_types, k), params.eps)
+        switched, new_counts = _total(spec, _changes(spec, actions, new_actions))
     last = jnp.take(played_counts, jnp.maximum(stage_length - 1, 0), axis=0)
     record = StageRecord(
-        metrics=metrics,
+        metrics=None,  # from ``new_counts``, by the caller (outside ``shard_map``)
         played_counts=last,
         switched_fraction=switched.astype(jnp.float32) / n,
         realized_mean_payoff=jnp.sum(action_sums)
         / jnp.maximum(jnp.sum(action_counts), 1).astype(jnp.float32),
     )
-    return new_actions, kept, record
+    return new_actions, kept, new_counts.reshape(num_types, k), record
 
 
 def _own_estimates(sums, counts, samples) -> jax.Array:
@@ -870,7 +937,8 @@ def _adopter_decisions(
             )
             estimates = _own_estimates(sums, counts, samples)
             chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)
-            target = jnp.where(on, start + position, spec.padded_agents)  # else dropped
+            # Into this shard's actions; out of range (dropped) for the empty columns.
+            target = jnp.where(on, block * size + position, actions.shape[0])
             new_actions = new_actions.at[target].set(chosen.astype(actions.dtype), mode="drop")
             moved = on & (chosen != stage_action)
             cell = _types_of(spec, agent) * k
@@ -882,7 +950,7 @@ def _adopter_decisions(
         return jax.lax.while_loop(more, one_window, (jnp.int32(0), state))[1]
 
     start = (actions, jnp.int32(0), jnp.zeros(width, jnp.int32))
-    return jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    return jax.lax.fori_loop(0, spec.local_blocks, one_block, start)
 
 
 def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -891,13 +959,14 @@ def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, 
 
     def one_block(block, state):
         switched, counts = state
-        start, _, before, valid, types = _block(spec, old, block)
-        after = jax.lax.dynamic_slice(new, (start,), (spec.block_size,)).astype(jnp.int32)
+        _, _, before, valid, types = _block(spec, old, block)
+        after = jax.lax.dynamic_slice(new, (block * spec.block_size,), (spec.block_size,))
+        after = after.astype(jnp.int32)
         switched = switched + jnp.sum((after != before) & valid, dtype=jnp.int32)
         return switched, counts + _count(types * k + after, valid, width)
 
     start = (jnp.int32(0), jnp.zeros(width, jnp.int32))
-    return jax.lax.fori_loop(0, spec.num_blocks, one_block, start)
+    return jax.lax.fori_loop(0, spec.local_blocks, one_block, start)
 
 
 def _stage_action_counts(spec, actions):
@@ -905,12 +974,16 @@ def _stage_action_counts(spec, actions):
         _, _, current, valid, _ = _block(spec, actions, block)
         return counts + _count(current, valid, spec.num_actions)
 
-    return jax.lax.fori_loop(0, spec.num_blocks, one_block, jnp.zeros(spec.num_actions, jnp.int32))
+    return jax.lax.fori_loop(
+        0, spec.local_blocks, one_block, jnp.zeros(spec.num_actions, jnp.int32)
+    )
 
 
 def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) -> jax.Array:
-    """``(padded_agents,)`` int8 initial stage actions from counter-based draws."""
-    index = jnp.arange(spec.padded_agents, dtype=jnp.uint32)
+    """This shard's int8 initial stage actions from counter-based draws (``payload``, for
+    ``kind="actions"``, is this shard's part of the padded actions)."""
+    size = spec.local_blocks * spec.block_size
+    index = jnp.asarray(shard_start(spec), jnp.uint32) + jnp.arange(size, dtype=jnp.uint32)
     k = spec.num_actions
     if kind == "uniform":
         actions = crng.randint(crng.stream_key(seed, 0, _INIT), index, k)
@@ -925,12 +998,12 @@ def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) 
         # Never land on a zero-probability action through rounding of the last bucket.
         actions = jnp.minimum(actions, jnp.max(jnp.where(payload > 0, jnp.arange(k), 0)))
     else:
-        actions = jnp.pad(payload.astype(jnp.int32), (0, spec.padded_agents - spec.num_agents))
+        actions = payload.astype(jnp.int32)
     return actions.astype(jnp.int8)
 
 
 def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
-    """``(T, k)`` counts of the stage actions, block by block."""
+    """``(T, k)`` counts of the stage actions, block by block (of every shard)."""
     k = spec.num_actions
 
     def one_block(block, counts):
@@ -938,6 +1011,6 @@ def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
         return counts + _count(types * k + current, valid, spec.num_types * k)
 
     counts = jax.lax.fori_loop(
-        0, spec.num_blocks, one_block, jnp.zeros(spec.num_types * k, jnp.int32)
+        0, spec.local_blocks, one_block, jnp.zeros(spec.num_types * k, jnp.int32)
     )
-    return counts.reshape(spec.num_types, k)
+    return _total(spec, counts).reshape(spec.num_types, k)

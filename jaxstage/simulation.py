@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from jaxstage import events, fast
 from jaxstage._validation import check_int, check_probability, check_real
@@ -272,21 +273,73 @@ def _initial_state(game, spec, params, kind, payload, types, seed_key):
 
 
 def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
-    def stage_fn(carry, stage):
-        actions, kept = carry
-        actions, kept, record = fast.fast_stage(game, spec, params, actions, seed, stage, kept)
-        return (actions, kept), record
+    def on_shard(params, actions, seed, first_stage):
+        def stage_fn(carry, stage):
+            actions, kept = carry
+            actions, kept, counts, record = fast.fast_stage(
+                game, spec, params, actions, seed, stage, kept
+            )
+            return (actions, kept), (counts, record)
 
-    # The kept-events buffer is carried through the chunk's stages and reused in place.
-    start = (actions, fast.kept_events_buffer(spec))
-    (actions, _), records = _scan_stages(spec, stage_fn, start, first_stage)
-    return actions, records
+        # The kept-events buffer (each shard's own) is carried through the chunk's stages
+        # and reused in place.
+        start = (actions, fast.kept_events_buffer(spec))
+        (actions, _), records = _scan_stages(spec, stage_fn, start, first_stage)
+        return actions, records
+
+    agents, replicated = P(fast.AGENT_AXIS), P()
+    run = fast.on_shards(
+        spec, on_shard, (replicated, agents, replicated, replicated), (agents, replicated)
+    )
+    # The metrics are computed from these counts by ``_with_metrics``, outside this
+    # (possibly sharded) program, so that even their rounding does not depend on it.
+    actions, (counts, records) = run(params, actions, seed, first_stage)
+    return actions, records._replace(metrics=counts)
 
 
 def _fast_initial_state(game, spec, params, kind, payload, types, seed):
-    actions = fast.fast_initial(spec, kind, payload, seed)
-    counts = fast.fast_counts_by_type(spec, actions)
-    return actions, seed, count_metrics(game, params.game, counts, params.eps)
+    def on_shard(payload):
+        actions = fast.fast_initial(spec, kind, payload, seed)
+        return actions, fast.fast_counts_by_type(spec, actions)
+
+    agents, replicated = P(fast.AGENT_AXIS), P()
+    if kind == "actions":  # one action per agent: padded, then split like the population
+        payload = jnp.pad(payload, (0, spec.padded_agents - spec.num_agents))
+    payload_spec = agents if kind == "actions" else replicated
+    initial = fast.on_shards(spec, on_shard, (payload_spec,), (agents, replicated))
+    actions, counts = initial(payload)
+    return actions, seed, counts  # metrics by ``_with_metrics``
+
+
+def _stage_metrics(game, params, counts):
+    """``count_metrics`` of ``(stages, T, k)`` counts."""
+    return jax.vmap(lambda c: count_metrics(game, params.game, c, params.eps))(counts)
+
+
+_jit_stage_metrics = jax.jit(_stage_metrics, static_argnums=0)
+_jit_stage_metrics_batched = jax.jit(
+    jax.vmap(_stage_metrics, in_axes=(None, 0, 0)), static_argnums=0
+)
+
+
+def _with_metrics(game, params, initial_fn, chunk_fn, batched):
+    """The fast kernel's ``initial_fn`` and ``chunk_fn`` with metrics from their counts,
+    computed on the host's counts by one single-device program (the same whatever the
+    sharding of the kernel's program, where XLA may fuse, and round, them differently)."""
+    metrics = _jit_stage_metrics_batched if batched else _jit_stage_metrics
+
+    def initial():
+        actions, key, counts = initial_fn()
+        counts = jax.device_get(counts)[..., None, :, :]  # one "stage"
+        first = (lambda m: m[:, 0]) if batched else (lambda m: m[0])
+        return actions, key, jax.tree.map(first, metrics(game, params, counts))
+
+    def chunk(actions, key, first):
+        actions, records = chunk_fn(actions, key, first)
+        counts = jax.device_get(records.metrics)
+        return actions, records._replace(metrics=metrics(game, params, counts))
+
+    return initial, chunk
 
 
 def _rows_in_turn(fn, in_axes):
@@ -729,22 +782,31 @@ def _kernel_spec(
     block_size,
     learners=None,
     fast_path="auto",
+    devices=None,
 ):
     spec = _spec(game, learner, num_agents, num_stages)
     if kernel == "reference":
+        if devices not in (None, 1):
+            raise ValueError(
+                f"devices={devices} applies to the fast kernel only; this run takes the "
+                f"reference kernel (game {game.name!r}): leave devices unset or 1"
+            )
         return spec
     rows = learners or [learner]
     event_capacity = _exploration_path(rows, num_stages, fast_path)
     if block_size is None:
         block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
     block_size = check_int(block_size, "block_size", low=1, high=2**30)
-    padded = math.ceil(num_agents / block_size) * block_size
+    blocks = math.ceil(num_agents / block_size)
+    num_shards = _num_shards(devices, blocks)
+    padded = math.ceil(blocks / num_shards) * num_shards * block_size  # whole blocks each
     if padded > MAX_AGENTS:
         # Block offsets are int32: the padded population must stay below 2**31.
         raise ValueError(
-            f"num_agents={num_agents:,} with block_size={block_size:,} pads to {padded:,} "
-            f"agents, above the fast kernel's limit of {MAX_AGENTS:,}; use a block size that "
-            f"divides num_agents more closely or kernel='reference'"
+            f"num_agents={num_agents:,} with block_size={block_size:,} on {num_shards} "
+            f"device(s) pads to {padded:,} agents, above the fast kernel's limit of "
+            f"{MAX_AGENTS:,}; use a block size that divides num_agents more closely, fewer "
+            f"devices or kernel='reference'"
         )
     adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
     largest_update_prob = max(row.update_prob for row in rows)
@@ -752,6 +814,7 @@ def _kernel_spec(
         block_size=block_size,
         event_capacity=event_capacity,
         adopter_capacity=adopters,
+        num_shards=num_shards,
         adopter_event_capacity=fast.adopter_event_capacity(
             block_size,
             event_capacity,
@@ -773,6 +836,15 @@ def _kernel_spec(
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
     )
+
+
+def _num_shards(devices: int | None, blocks: int) -> int:
+    """Devices the fast kernel splits the population over: ``devices``, or by default
+    every device of the default backend, at most one per block of agents."""
+    count = jax.device_count()
+    if devices is None:
+        return max(1, min(count, blocks))
+    return check_int(devices, "devices", low=1, high=count)
 
 
 def _adopter_capacity(spec: RunSpec, rows, event_capacity: int, block_size: int) -> int:
@@ -946,6 +1018,7 @@ def _config(
         "reference_equilibria": [np.asarray(e).tolist() for e in reference],
         "kernel": spec.kernel,
         "block_size": spec.block_size if spec.kernel == "fast" else None,
+        "devices": spec.num_shards,
         "fast_path": (
             None if spec.kernel != "fast" else "events" if spec.event_capacity else "rounds"
         ),
@@ -986,6 +1059,7 @@ def simulate(
     kernel: str = "auto",
     block_size: int | None = None,
     fast_path: str = "auto",
+    devices: int | None = None,
 ) -> SimulationResult:
     """Run stage learning on ``num_agents`` agents for ``num_stages`` stages.
 
@@ -1020,6 +1094,11 @@ def simulate(
             length), ``"rounds"`` (a loop over rounds, every agent-round drawn) or
             ``"auto"`` (the one estimated to be cheaper; see the README's kernels
             section). The two paths draw different random numbers.
+        devices: how many devices of the default backend the fast kernel splits the
+            population over (``shard_map``; each holds whole blocks of agents), in
+            ``[1, jax.device_count()]``. Default: all of them, at most one per block. The
+            numbers do not depend on it. On a CPU, JAX sees one device unless configured
+            otherwise: :func:`jaxstage.use_cpu_cores` gives it one per core.
 
     Returns:
         A :class:`SimulationResult`.
@@ -1042,7 +1121,16 @@ def simulate(
     kernel = _resolve_kernel(kernel, game, fast_path)
     lengths = learner.stage_lengths(num_stages)
     spec = _kernel_spec(
-        kernel, game, learner, num_agents, num_stages, lengths.max(), block_size, None, fast_path
+        kernel,
+        game,
+        learner,
+        num_agents,
+        num_stages,
+        lengths.max(),
+        block_size,
+        None,
+        fast_path,
+        devices,
     )
     _check_memory(
         num_agents,
@@ -1065,6 +1153,8 @@ def simulate(
     def chunk_fn(actions, stages_key, first):
         return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
+    if kernel == "fast":
+        initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=False)
     actions, initial_metrics, records = _drive(
         spec, initial_fn, chunk_fn, progress, f"{game.name} info={learner.info}"
     )
@@ -1134,6 +1224,7 @@ def sweep(
     kernel: str = "auto",
     block_size: int | None = None,
     fast_path: str = "auto",
+    devices: int | None = None,
 ) -> SweepResult:
     """Run a batch of runs in one compiled call (``vmap``-ed in the reference kernel, rows
     one after another in the fast kernel).
@@ -1148,8 +1239,8 @@ def sweep(
 
     Args:
         game, learner, num_agents, num_stages, eps, delta, hold_stages, initial,
-        reference, progress, memory_limit_bytes, kernel, block_size, fast_path: as in
-        :func:`simulate`.
+        reference, progress, memory_limit_bytes, kernel, block_size, fast_path, devices:
+        as in :func:`simulate`.
         seeds: one seed per row (or one for all rows).
         game_params: per-row overrides of the game's numeric parameters.
         explore_prob, update_prob, stage_length, info_noise_std: per-row learner values.
@@ -1207,6 +1298,7 @@ def sweep(
         block_size,
         learners,
         fast_path,
+        devices,
     )
     _check_memory(
         num_agents,
@@ -1236,6 +1328,8 @@ def sweep(
     def chunk_fn(actions, stages_key, first):
         return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
 
+    if kernel == "fast":
+        initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=True)
     _, initial_metrics, records = _drive(
         spec, initial_fn, chunk_fn, progress, f"sweep of {batch} runs"
     )

@@ -25,7 +25,9 @@ class RunSpec(NamedTuple):
     instead of drawing it again; ``adopter_capacity > 0`` makes pass 2 decide for the
     agents that adopt a candidate only, that many of a block at a time, and
     ``adopter_event_capacity`` is then how many of a block's first batch of events, those
-    of its adopters, pass 1 keeps for pass 2 when it replays).
+    of its adopters, pass 1 keeps for pass 2 when it replays). ``num_shards`` is how many
+    devices the fast kernel splits the blocks over (``num_blocks`` is then a multiple of
+    it, each device holding ``local_blocks`` consecutive blocks).
     """
 
     num_agents: int
@@ -43,6 +45,7 @@ class RunSpec(NamedTuple):
     replay_events: bool = False
     adopter_capacity: int = 0
     adopter_event_capacity: int = 0
+    num_shards: int = 1
 
     @property
     def num_types(self) -> int:
@@ -59,7 +62,13 @@ class RunSpec(NamedTuple):
 
     @property
     def num_blocks(self) -> int:
-        return math.ceil(self.num_agents / self.block_size)
+        blocks = math.ceil(self.num_agents / self.block_size)
+        return math.ceil(blocks / self.num_shards) * self.num_shards
+
+    @property
+    def local_blocks(self) -> int:
+        """Blocks of one shard."""
+        return self.num_blocks // self.num_shards
 
     @property
     def padded_agents(self) -> int:

@@ -73,6 +73,80 @@ def test_results_do_not_depend_on_the_block_size(game_name, mode, path):
             np.testing.assert_array_equal(getattr(runs[0], field), getattr(other, field))
 
 
+@pytest.mark.parametrize(
+    "game_name, mode, path, update_prob",
+    [
+        ("congestion", "none", "events", 0.1),  # the adopter filter, replayed events
+        ("congestion", "none", "events", 0.3),
+        ("congestion", "none-heavy", "rounds", 0.3),
+        ("congestion", "payoffs", "events", 0.2),
+        ("adoption", "payoffs-sampled", "events", 0.2),
+        ("adoption", "payoffs-sampled", "rounds", 0.2),
+        ("adoption", "distribution-noisy", "events", 0.2),
+        ("adoption", "distribution", "rounds", 0.2),
+    ],
+)
+def test_results_do_not_depend_on_the_number_of_devices(game_name, mode, path, update_prob):
+    assert jax.device_count() >= 2, "tests/conftest.py gives the suite two CPU devices"
+    game = js.make_game(game_name)
+    learner = dataclasses.replace(LEARNERS[mode], update_prob=update_prob)
+    runs = [
+        js.simulate(
+            game,
+            learner,
+            2500,  # 5 blocks of 512: two devices hold 3 blocks each, one of them empty
+            3,
+            seed=7,
+            kernel="fast",
+            block_size=512,
+            return_actions=True,
+            fast_path=path,
+            devices=devices,
+        )
+        for devices in (1, 2)
+    ]
+    assert [run.config["devices"] for run in runs] == [1, 2]
+    np.testing.assert_array_equal(runs[0].final_actions, runs[1].final_actions)
+    for field in (
+        "distribution_by_type",
+        "nash_gap",
+        "realized_mean_payoff",
+        "played_distribution",
+        "switched_fraction",
+    ):
+        np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
+
+
+def test_sweeps_do_not_depend_on_the_number_of_devices():
+    game = js.make_game("adoption")
+    learner = js.StageLearning(stage_length=5, explore_prob=0.1, update_prob=0.3)
+    sweeps = [
+        js.sweep(game, learner, 3000, 3, seeds=[1, 2], kernel="fast", block_size=512, devices=d)
+        for d in (1, 2)
+    ]
+    for one, two in zip(sweeps[0], sweeps[1], strict=True):
+        for field in ("distribution_by_type", "nash_gap", "switched_fraction"):
+            np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
+        np.testing.assert_array_equal(one.realized_mean_payoff, two.realized_mean_payoff)
+
+
+def test_devices_are_checked_before_running():
+    game, learner = js.make_game("minority"), js.StageLearning(stage_length=2)
+    count = jax.device_count()
+    with pytest.raises(ValueError, match=f"devices must be in \\[1, {count}\\], got {count + 1}"):
+        js.simulate(game, learner, 5000, 1, kernel="fast", devices=count + 1)
+    with pytest.raises(ValueError, match="devices=2 applies to the fast kernel only"):
+        js.simulate(js.make_game("minority", noise="coin"), learner, 5000, 1, devices=2)
+    # By default: every device, at most one per block.
+    assert js.simulate(game, learner, 100, 1, kernel="fast").config["devices"] == 1
+    assert js.simulate(game, learner, 5000, 1, block_size=512).config["devices"] == count
+    with pytest.raises(ValueError, match="count must be an integer in \\[1, 4096\\], got 0"):
+        js.use_cpu_cores(0)
+    with pytest.raises(RuntimeError, match=f"JAX has started with {count} CPU device"):
+        js.use_cpu_cores(count + 1)
+    assert js.use_cpu_cores(count) == count  # what JAX already has: fine
+
+
 GAMES = {
     "congestion": js.make_game("congestion", num_actions=3),
     "minority": js.make_game("minority", smoothness=0.1),

@@ -163,7 +163,7 @@ def event_slots_per_block(block_size: int, event_capacity: int) -> int:
 def kept_event_bytes(spec: RunSpec) -> int:
     """Bytes of pass 1's first batch of events kept for pass 2, one run: 8 per slot, or,
     with the adopter filter, 16 per kept adopter event and 4 per chunk."""
-    rows = spec.local_blocks + 1  # with the spare row
+    rows = spec.num_blocks + spec.num_shards  # with each shard's spare row
     if spec.filter_adopters:
         chunks = chunks_per_block(spec.block_size)
         return rows * (16 * spec.adopter_event_capacity + 4 * chunks + 4)

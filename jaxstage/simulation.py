@@ -517,8 +517,9 @@ def estimate_memory_bytes(
     kernel: str = "reference",
     block_size: int | None = None,
     event_capacity: int | None = None,
+    devices: int = 1,
 ) -> int:
-    """Upper estimate of the device memory a run needs.
+    """Upper estimate of the device memory a run needs (all devices together).
 
     Reference kernel: the stage actions and their copies, the per-round temporaries
     (random bits, played actions, payoffs) and, when the information mode needs them, the
@@ -526,7 +527,7 @@ def estimate_memory_bytes(
     actions of every row (held twice while a stage rewrites them) plus one row's per-block
     temporaries (a sweep runs its rows one after another), including the
     exploration-event slots of a batch (``event_capacity``: as the run would choose from
-    ``learner`` when not given).
+    ``learner`` when not given), once per device the population is split over.
     """
     if kernel == "fast":
         capacity = _exploration_path([learner], 1) if event_capacity is None else event_capacity
@@ -535,7 +536,7 @@ def estimate_memory_bytes(
         per_block += 64 * fast.event_slots_per_block(block, capacity)
         if learner.info_sample_size is not None:
             per_block += 64 * min(fast.MAX_BLOCK_SLOTS, learner.info_sample_size * capacity)
-        return int(batch * 3 * (num_agents + block) + per_block + 64 * 2**20)
+        return int(batch * 3 * (num_agents + block) + devices * per_block + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
     if needs_own_estimates(learner.info, learner.info_sample_size):
         per_agent += 24 * num_actions
@@ -563,7 +564,14 @@ def available_memory_bytes() -> int:
 
 def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
     needed = estimate_memory_bytes(
-        num_agents, num_actions, learner, batch, spec.kernel, spec.block_size, spec.event_capacity
+        num_agents,
+        num_actions,
+        learner,
+        batch,
+        spec.kernel,
+        spec.block_size,
+        spec.event_capacity,
+        spec.num_shards,
     )
     if spec.replay_events:  # pass 1's events kept for pass 2 (one row at a time)
         needed += fast.kept_event_bytes(spec)

@@ -1,5 +1,7 @@
 """How a sweep's rows should run: one after another (``lax.map``, what ``sweep`` does) or
-vectorised (``vmap``), against the same number of single runs, measured in one run.
+vectorised (``vmap``), against the same number of single runs, measured in one run, on
+``--devices`` JAX CPU devices (default one per core; the population split over them) and,
+for ``lax.map``, on one device too.
 
 For each configuration: ``rows`` seeds of plain stage learning on the congestion game
 (4 links, exploration 0.05, update 0.1), timed after a compiling call (best of
@@ -54,6 +56,9 @@ def measure(agents: int, rows: int, stage_length: int, stages: int, repeats: int
             out[name] = _best_time(run, repeats)
         finally:
             simulation._FAST = in_turn
+    out["lax.map, one device"] = _best_time(
+        lambda: js.sweep(game, learner, agents, stages, seeds=seeds, devices=1), repeats
+    )
     out["single runs"] = _best_time(
         lambda: [js.simulate(game, learner, agents, stages, seed=s) for s in seeds], repeats
     )
@@ -80,7 +85,11 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/sweep_rows.json")
+    parser.add_argument(
+        "--devices", type=int, help="JAX CPU devices (default: one per core of this process)"
+    )
     args = parser.parse_args()
+    js.use_cpu_cores(args.devices)  # before any JAX computation
     device = jax.devices()[0]
     results = []
     for agents in [int(a) for a in args.agents]:
@@ -90,6 +99,7 @@ def main() -> None:
         results.append(row)
     environment = {
         "device": f"{device.platform}:{device.device_kind}",
+        "devices": jax.device_count(),
         "jax": jax.__version__,
         "jaxstage": js.__version__,
         "python": sys.version.split()[0],

@@ -518,6 +518,27 @@ def _add_game_options(parser: argparse.ArgumentParser, default_note: str) -> Non
     )
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1, refused with the bad value otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _add_devices_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cpu-devices",
+        type=_positive_int,
+        metavar="N",
+        help="JAX CPU devices to split the population over (default: one per core; "
+        "results do not depend on it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxstage`` command."""
     parser = argparse.ArgumentParser(
@@ -566,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="FOLDER", help="results folder")
     run.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_devices_option(run)
     run.add_argument("--no-plot", action="store_true", help="do not write plot.png")
     run.set_defaults(handler=_cmd_run)
 
@@ -597,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="FOLDER", help=f"results folder (default {DEMO_OUT})")
     demo.add_argument("--seed", type=_count, default=DEMO_SEED)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_devices_option(demo)
     demo.add_argument("--no-plot", action="store_true", help="do not write plot.png")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -646,13 +669,21 @@ def build_parser() -> argparse.ArgumentParser:
         "variant definition, same seeds) instead of running them again; repeatable",
     )
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_devices_option(study)
     study.set_defaults(handler=_cmd_study)
     return parser
 
 
-def _use_cpu_cores() -> None:
-    """One JAX CPU device per core (the fast kernel runs a shard on each), unless JAX has
-    already started in this process (``main`` called from Python): then as it is."""
+def _use_cpu_cores(count: int | None) -> None:
+    """``count`` JAX CPU devices (default one per core: the fast kernel runs a shard on
+    each). When JAX has already started in this process (``main`` called from Python), a
+    default count leaves it as it is and an explicit one must match it."""
+    if count is not None:
+        try:
+            js.use_cpu_cores(count)
+        except RuntimeError as error:  # JAX started with another count: say which
+            raise ValueError(f"--cpu-devices {count}: {error}") from None
+        return
     with contextlib.suppress(RuntimeError):
         js.use_cpu_cores()
 
@@ -674,8 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     args.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
-    _use_cpu_cores()
     try:
+        _use_cpu_cores(getattr(args, "cpu_devices", None))
         return int(args.handler(args))
     except (ValueError, TypeError) as error:
         if os.environ.get("JAXSTAGE_DEBUG"):

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -44,6 +45,19 @@ def test_usage_errors_return_2(capsys):
     assert main(["run", "--info", "gossip"]) == 2
     assert main(["--help"]) == 0
     assert "games" in capsys.readouterr().out
+
+
+def test_cpu_devices_option(tmp_path, capsys):
+    assert main(["run", *SMALL, "--cpu-devices", "0"]) == 2
+    assert "must be an integer >= 1, got 0" in _error(capsys)
+    count = len(jax.devices("cpu"))
+    # In this process JAX has started already: another count is refused, naming both.
+    assert main(["run", *SMALL, "--cpu-devices", str(count + 1), "--out", str(tmp_path)]) == 2
+    err = _error(capsys)
+    assert f"--cpu-devices {count + 1}" in err and f"JAX has started with {count}" in err
+    out = tmp_path / "run"
+    assert main(["run", *SMALL, "--cpu-devices", str(count), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["runs"][0]["devices"] >= 1
 
 
 def test_python_dash_m_smoke():

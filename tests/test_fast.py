@@ -117,6 +117,29 @@ def test_results_do_not_depend_on_the_number_of_devices(game_name, mode, path, u
         np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
 
 
+@pytest.mark.parametrize("game_name", ["congestion", "adoption"])
+def test_transition_counts_change_no_number(monkeypatch, game_name):
+    # Pass 1's one scatter of (type, own, drawn) transitions against its two scatters of
+    # departures and arrivals: the same integer counts, so every number is the same.
+    game = js.make_game(game_name)
+    learner = js.StageLearning(stage_length=7, explore_prob=0.3, update_prob=0.3)
+
+    def run():
+        return js.simulate(
+            game, learner, 3000, 3, seed=5, kernel="fast", fast_path="events", block_size=512
+        )
+
+    with_transitions = run()
+    monkeypatch.setattr(fast, "TRANSITIONS_UP_TO_ACTIONS", 0)
+    jax.clear_caches()  # the static threshold is read at tracing
+    direct = run()
+    for field in ("distribution_by_type", "played_distribution", "nash_gap", "switched_fraction"):
+        np.testing.assert_array_equal(getattr(with_transitions, field), getattr(direct, field))
+    np.testing.assert_array_equal(
+        with_transitions.realized_mean_payoff, direct.realized_mean_payoff
+    )
+
+
 def test_sweeps_do_not_depend_on_the_number_of_devices():
     game = js.make_game("adoption")
     learner = js.StageLearning(stage_length=5, explore_prob=0.1, update_prob=0.3)

@@ -31,7 +31,13 @@ games with the default additive Gaussian noise, in every information mode:
   the tests compare the two statistically. The population's per-action payoff sums use
   the same identity.
 
-The numbers do not depend on the block size (tested bitwise).
+* **Devices.** The blocks are split over ``spec.num_shards`` devices with ``shard_map``
+  (:func:`on_shards`, mesh axis :data:`AGENT_AXIS`); each device runs both passes on its
+  own blocks, and the round counts, stage counts and changes are summed over devices
+  (``psum`` of integers) before the payoffs. On a CPU, XLA runs most of a stage on one
+  thread, so one device per core (``jaxstage.use_cpu_cores``) runs the shards in parallel.
+
+The numbers do not depend on the block size or the number of devices (tested bitwise).
 """
 
 from __future__ import annotations

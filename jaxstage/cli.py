@@ -519,11 +519,8 @@ def _add_game_options(parser: argparse.ArgumentParser, default_note: str) -> Non
 
 
 def _positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1, refused with the bad value otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    """An argparse type: an integer (as :func:`_count` reads it) of at least 1."""
+    value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
     return value

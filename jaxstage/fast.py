@@ -220,14 +220,8 @@ def shard_start(spec: RunSpec) -> jax.Array | int:
 
 def agent_mesh(num_shards: int) -> jax.sharding.Mesh:
     """A one-axis mesh (:data:`AGENT_AXIS`) of the default backend's first ``num_shards``
-    devices."""
-    devices = jax.devices()
-    if not 1 <= num_shards <= len(devices):
-        raise ValueError(
-            f"devices={num_shards} must be in [1, {len(devices)}] (the {devices[0].platform} "
-            f"devices JAX sees; see jaxstage.use_cpu_cores)"
-        )
-    return jax.sharding.Mesh(np.asarray(devices[:num_shards]), (AGENT_AXIS,))
+    devices (``simulation._num_shards`` checks the count before tracing)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()[:num_shards]), (AGENT_AXIS,))
 
 
 def on_shards(spec: RunSpec, fn, in_specs, out_specs):
@@ -621,12 +615,11 @@ def _sample_own_sums(spec, params, seed, stage, actions, sampled, round_payoffs,
     """``(k,)`` payoff sums and counts of the sampled agents' own observations."""
     if spec.event_capacity == 0:
         index = sampled.astype(jnp.uint32)
-        own = _local_actions(spec, actions, sampled) + (_types_of(spec, index),)
-        sums, counts = _own_sums(
-            spec, params, seed, stage, index, *own, round_payoffs, stage_length
-        )
+        sampled_actions, here = _local_actions(spec, actions, sampled)
+        own = (index, sampled_actions, here, _types_of(spec, index))
+        sums, counts = _own_sums(spec, params, seed, stage, *own, round_payoffs, stage_length)
         # Each sampled agent's sums come from the shard holding it (zeros elsewhere).
-        sums = _total(spec, jnp.where(own[1][None, :], sums, 0.0))
+        sums = _total(spec, jnp.where(here[None, :], sums, 0.0))
         return sums.sum(axis=1), _total(spec, counts).sum(axis=1)
 
     # Each sampled agent walks its whole event chunk: a group of sampled agents at a time

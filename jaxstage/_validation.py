@@ -9,8 +9,22 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _scalar(value: object) -> object:
+    """A 0-d NumPy or JAX array as the Python number it holds (others unchanged), so that
+    ``jnp.int32(1000)`` is accepted wherever ``1000`` and ``np.int32(1000)`` are."""
+    if isinstance(value, (numbers.Number, str, bytes)) or not hasattr(value, "dtype"):
+        return value
+    if getattr(value, "shape", None) != ():
+        return value
+    try:
+        return np.asarray(value).item()
+    except Exception:  # noqa: BLE001 - a traced value: left for the type check to refuse
+        return value
+
+
 def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """An integer in ``[low, high]``; bools and non-integral floats are rejected."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -32,6 +46,7 @@ def check_real(
     open_high: bool = False,
 ) -> float:
     """A finite real number in the given (closed unless said open) range."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)

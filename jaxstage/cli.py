@@ -7,7 +7,8 @@
   folder (see :mod:`jaxstage.results`).
 * ``jaxstage br`` runs count-level best-reply dynamics (MODEL.md section 4).
 * ``jaxstage demo`` is the headline experiment: a million agents on the congestion game,
-  learning without information and with published payoffs, in one results folder.
+  learning without information and with published payoffs, in one results folder (an
+  existing one, such as an earlier demo's, is only replaced with ``--overwrite``).
 * ``jaxstage study`` runs the convergence-versus-population study of MODEL.md section 7
   (:mod:`jaxstage.study`): ``--quick`` at reduced scale, ``--full`` (default) up to 10^7
   agents; tables, plots and ``summary.md`` in one folder.
@@ -228,6 +229,11 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
             data = tomllib.load(handle)
     except OSError as error:
         raise ValueError(f"cannot read config file {path_text!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:  # tomllib decodes the bytes itself, naming no file
+        raise ValueError(
+            f"config file {path_text!r} is not UTF-8 text (TOML must be UTF-8): byte "
+            f"{error.object[error.start]:#04x} at offset {error.start}"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"malformed TOML in config file {path_text!r}: {error}") from None
     unknown = [key for key in data if key not in CONFIG_TABLES]
@@ -283,6 +289,20 @@ def _print_equilibria(game: Any, final: np.ndarray | None = None) -> None:
     print(f"reference equilibrium{which} {_format_vector(nearest)}")
 
 
+def _out_folder(value: Any, default: str | None, option: str = "--out") -> Any:
+    """The output folder given as ``value`` (``--out`` or a file's ``out``), else ``default``.
+
+    An empty name is refused rather than taken as "not given": ``--out ""`` (an unset
+    shell variable, say) silently writing to the default folder would put results where
+    the user did not ask, or overwrite a folder the user meant to keep.
+    """
+    if value is None:
+        return default
+    if isinstance(value, str) and value == "":
+        raise ValueError(f"{option} must name a folder, got an empty string ''")
+    return value
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -318,6 +338,8 @@ def _cmd_games(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.config is not None and not args.config.strip():
+        raise ValueError("--config names no file: give the path of a TOML file, or leave it out")
     file_config = load_config(args.config) if args.config else {t: {} for t in CONFIG_TABLES}
     game = _game_from(args, file_config["game"])
 
@@ -339,7 +361,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if value is not None:
             run[key] = value
     initial = parse_initial(run["initial"], game.num_actions)
-    out = run["out"] or (f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}")
+    default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}"
+    out = _out_folder(run["out"], default_out, "--out (or out = in [run])")
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out must be a folder name, got {out!r}")
     check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
@@ -366,8 +389,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_br(args: argparse.Namespace) -> int:
     game = _game_from(args, {})
     initial = parse_initial(args.initial, game.num_actions)
-    if args.out is not None:
-        check_output_folder(args.out, overwrite=args.overwrite)
+    out = _out_folder(args.out, None)
+    if out is not None:
+        check_output_folder(out, overwrite=args.overwrite)
     result = js.best_reply_dynamics(
         game,
         args.agents,
@@ -392,9 +416,9 @@ def _cmd_br(args: argparse.Namespace) -> int:
     print(f"final distribution {_format_vector(result.distribution)}")
     print(f"eps-Nash gap {result.nash_gap:.4g}")
     _print_equilibria(game, result.distribution)
-    if args.out is not None:
+    if out is not None:
         folder = write_best_reply(
-            result, args.out, record_every=args.record_every, overwrite=args.overwrite
+            result, out, record_every=args.record_every, overwrite=args.overwrite
         )
         print(f"results written to {folder}")
     return 0
@@ -402,8 +426,8 @@ def _cmd_br(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     game = js.make_game(DEMO_GAME, **DEMO_GAME_PARAMS)
-    out = args.out or DEMO_OUT
-    check_output_folder(out, overwrite=True)
+    out = _out_folder(args.out, DEMO_OUT)
+    check_output_folder(out, overwrite=args.overwrite)  # fail before the runs, not after
     print(
         f"demo: {args.agents:,} agents on the {DEMO_GAME} game {DEMO_GAME_PARAMS}, "
         f"{DEMO_ROUNDS:,} rounds per information mode, eps={DEMO_EPS}, delta={DEMO_DELTA}"
@@ -442,7 +466,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if a and b:
             faster = f"{a / b:.3g}x fewer" if b <= a else f"{b / a:.3g}x more"
             print(f"{second} needed {faster} rounds than {first}")
-    folder = write_results(runs, out, plot=not args.no_plot, overwrite=True, labels=labels)
+    folder = write_results(
+        runs, out, plot=not args.no_plot, overwrite=args.overwrite, labels=labels
+    )
     print(f"results written to {folder}")
     return 0
 
@@ -480,7 +506,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         experiments=args.experiments,
     )
     chosen.validate()
-    out = args.out or STUDY_OUT[mode]
+    out = _out_folder(args.out, STUDY_OUT[mode])
     st.check_study_folder(out, overwrite=args.overwrite)
     sweeps = sum(len(st._sweep_keys(e)) for e in chosen.experiments)
     print(
@@ -614,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--agents", type=_count, default=DEMO_AGENTS, metavar="N")
     demo.add_argument("--out", metavar="FOLDER", help=f"results folder (default {DEMO_OUT})")
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an existing folder (an earlier demo)"
+    )
     demo.add_argument("--seed", type=_count, default=DEMO_SEED)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_devices_option(demo)

@@ -25,6 +25,10 @@ class StageRecord(NamedTuple):
     played_counts: jax.Array  # (k,) int32, played actions in the stage's last round
     switched_fraction: jax.Array  # () float32
     realized_mean_payoff: jax.Array  # () float32, over all agent-rounds of the stage
+    # () int32: 0 when every expected payoff of the stage was finite, else where it was
+    # not, and the (k,) float32 counts there (``jaxstage.finiteness``).
+    nonfinite: jax.Array
+    nonfinite_counts: jax.Array
 
 
 def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Array) -> jax.Array:
@@ -45,6 +49,8 @@ def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Ar
         uniform ``u`` per agent.
     """
     k = estimates.shape[0]
+    if k > UNROLLED_UP_TO_ACTIONS:
+        return _choose_candidates_vectorised(uniforms, estimates, current)
     best = estimates[0]
     for action in range(1, k):
         best = jnp.maximum(best, estimates[action])
@@ -60,6 +66,27 @@ def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Ar
     for action in range(k):
         rank = rank + tied[action].astype(jnp.int32)
         drawn = jnp.where(tied[action] & (rank == pick), action, drawn).astype(current.dtype)
+    return jnp.where(keep, current, drawn)
+
+
+#: Up to this many actions :func:`choose_candidates` unrolls its loops over actions; beyond,
+#: it reduces over the action axis, so that the program does not grow with k.
+UNROLLED_UP_TO_ACTIONS = 32
+
+
+def _choose_candidates_vectorised(
+    uniforms: jax.Array, estimates: jax.Array, current: jax.Array
+) -> jax.Array:
+    """:func:`choose_candidates` with reductions over the action axis: the same
+    candidates (maxima, equalities and ranks are exact)."""
+    tied = estimates == jnp.max(estimates, axis=0, keepdims=True)  # (k, n)
+    num_tied = jnp.sum(tied, axis=0, dtype=jnp.int32)
+    current32 = current.astype(jnp.int32)
+    keep = jnp.take_along_axis(tied, current32[None, :], axis=0)[0]
+    pick = jnp.floor(uniforms * num_tied).astype(jnp.int32)
+    rank = jnp.cumsum(tied, axis=0, dtype=jnp.int32) - 1
+    hit = tied & (rank == pick[None, :])
+    drawn = jnp.argmax(hit, axis=0).astype(current.dtype)
     return jnp.where(keep, current, drawn)
 
 

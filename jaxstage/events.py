@@ -26,6 +26,12 @@ MODEL.md. ``U_j`` and the drawn action are counter-based functions of
 ``(seed, stage, chunk, j)``: events depend on neither the block size nor the order of
 processing. Slots are drawn in batches of ``capacity`` per chunk (the expected events plus
 five standard deviations); a chunk with more events simply takes another batch.
+
+**Exact on every backend.** The walk's running sums, :func:`compact`'s counts and the
+decoding's division are exact integer results wherever the program runs
+(:func:`on_cpu_or_elsewhere`): float32 matrix products and reciprocals on a CPU, where
+they are fast and exact, integer scans and division on other backends (a GPU would round
+the products' operands to TF32). Both give the same bits, so the events are the same.
 """
 
 from __future__ import annotations
@@ -50,17 +56,25 @@ __all__ = [
     "for_each_batch",
     "compact",
     "for_each_window",
+    "on_cpu_or_elsewhere",
 ]
 
 #: Agents per event chunk: part of the definition of the event stream, not a tuning knob.
 EVENT_CHUNK = 512
-#: Largest grid (``EVENT_CHUNK * stage_length``) the float32 running sums keep exact.
+#: Largest grid (``EVENT_CHUNK * stage_length``) the walk's running sums keep exact (the
+#: CPU's float32 ones: :func:`_running_sum_by_products`).
 MAX_GRID = 2**23
 #: Above this exploration probability the kernel loops over rounds instead (events would
 #: then outnumber rounds' worth of work).
 MAX_EVENT_EXPLORE_PROB = 0.5
 
+#: A bound on ``|Events.noise()|`` over all ``2**24`` words (the largest is
+#: ``|ndtri(2**-25)| = 5.42``; a power of two, so that ``noise_std * MAX_ABS_NOISE`` is
+#: exact): pass 2 sizes its fixed-point sums from it (:mod:`jaxstage.exact_sum`).
+MAX_ABS_NOISE = 8.0
+
 _INV_2_24 = 1.0 / 2**24
+_BELOW_ONE = 1.0 - 2.0**-24
 _ACTION_SALT = 0x5BD1E995
 _NOISE_SALT = 0x27D4EB2F
 
@@ -89,22 +103,80 @@ class Events(NamedTuple):
     bits: jax.Array  # uint32 the slot's random word (further draws derive from it)
 
     def noise(self) -> jax.Array:
-        """A standard normal per event (for its payoff noise)."""
-        word = crng.triple32(self.bits ^ jnp.uint32(_NOISE_SALT))
-        return jax.scipy.special.ndtri(((word >> 8).astype(jnp.float32) + 0.5) * _INV_2_24)
+        """A standard normal per event (for its payoff noise), finite: ``|z| <=``
+        :data:`MAX_ABS_NOISE`."""
+        return _normal_from_word(crng.triple32(self.bits ^ jnp.uint32(_NOISE_SALT)))
+
+
+def _normal_from_word(word: jax.Array) -> jax.Array:
+    """``ndtri`` of the open uniform ``(j + 0.5) / 2**24`` of the word's top 24 bits ``j``.
+
+    In float32 that uniform rounds to 1.0 for the top word ``j = 2**24 - 1`` (``ndtri``
+    would give ``+inf``, one event in ``2**24``): it is clamped to the largest float32
+    below 1 (``z = 5.29``); every other word keeps its value.
+    """
+    open_uniform = ((word >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
+    return jax.scipy.special.ndtri(jnp.minimum(open_uniform, _BELOW_ONE))
 
 
 def _running_sum(steps: jax.Array, grid: jax.Array) -> jax.Array:
-    """Row-wise running sums of ``(c, capacity)`` non-negative steps, capped at ``grid``.
+    """Row-wise running sums of ``(c, capacity)`` non-negative int32 steps, capped at
+    ``grid``: exact on every backend (:func:`on_cpu_or_elsewhere`).
 
-    Two small triangular matrix products (within groups of 32, then across groups) in
-    float32: on a CPU they are several times faster than a scan or ``cumsum``. Integers
-    up to ``2**24`` are exact in float32 and ``grid <= MAX_GRID`` keeps every sum that
-    matters (below ``grid``) exact; larger sums only need to stay at or above ``grid``,
-    which rounding of non-negative terms cannot undo.
+    Steps are first capped at ``grid + 1``, which changes no capped sum: a sum below
+    ``grid`` has only steps below ``grid``, and a larger step takes the sum past it.
     """
-    sums = _row_sums(jnp.minimum(steps, grid + 1).astype(jnp.float32))
+    capped = jnp.minimum(steps, grid + 1)
+    return on_cpu_or_elsewhere(
+        capped, grid, cpu=_running_sum_by_products, elsewhere=_running_sum_by_saturating_scan
+    )
+
+
+def on_cpu_or_elsewhere(*args, cpu: Callable, elsewhere: Callable):
+    """``cpu(*args)`` in a program lowered for a CPU, ``elsewhere(*args)`` for any other
+    backend (``jax.lax.platform_dependent``: the choice is made when the program is
+    lowered, the compiler sees one version only).
+
+    The walk's running sums and :func:`compact`'s counts have a float32 matrix-product
+    version that is fast and exact on a CPU (XLA's CPU dots are plain float32) and an
+    integer version that is exact everywhere. A GPU runs float32 dots as TF32 by default
+    (sm_80 on: 10 mantissa bits, integers exact only to 2048) and a TPU in bfloat16
+    passes, so the products are kept off every backend but the CPU. Both versions give
+    the same integers (tested bitwise), so results do not depend on the choice. Pass 2
+    of the fast kernel chooses its sums with it too (``fast._cell_sums_for_backend``).
+    """
+    return jax.lax.platform_dependent(*args, cpu=cpu, default=elsewhere)
+
+
+def _running_sum_by_products(capped: jax.Array, grid: jax.Array) -> jax.Array:
+    """The CPU version of :func:`_running_sum`: float32 triangular products, several
+    times faster than a scan or ``cumsum`` on a CPU. Integers up to ``2**24`` are exact in
+    float32 and ``grid <= MAX_GRID`` keeps every sum that matters (below ``grid``) exact;
+    larger sums only need to stay at or above ``grid``, which rounding of non-negative
+    terms cannot undo."""
+    sums = _row_sums(capped.astype(jnp.float32))
     return jnp.minimum(sums, grid.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _running_sum_by_saturating_scan(capped: jax.Array, grid: jax.Array) -> jax.Array:
+    """The integer version of :func:`_running_sum`: a prefix scan of the saturating sum
+    ``min(a + b, grid)``. For non-negative terms it is associative (both groupings give
+    ``min(a + b + c, grid)``), so the scan gives ``min(running sum, grid)`` exactly (the
+    first entry, which no sum touches, is capped after), and no partial sum exceeds
+    ``2 * grid + 2 <= 2**24 + 2``: int32 cannot overflow however many slots a row has (a
+    plain ``cumsum`` would, past ``2**31``)."""
+
+    def saturating_sum(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.minimum(a + b, grid)
+
+    return jnp.minimum(jax.lax.associative_scan(saturating_sum, capped, axis=1), grid)
+
+
+def _triangular_product(terms: jax.Array, triangle: jax.Array) -> jax.Array:
+    """``terms @ triangle`` in float32 arithmetic (``Precision.HIGHEST``: never TF32 or
+    bfloat16), the one matrix product of the CPU running sums (a test replaces it with
+    an emulated TF32 product)."""
+    return jnp.matmul(terms, triangle, precision=jax.lax.Precision.HIGHEST)
 
 
 def _row_sums(terms: jax.Array) -> jax.Array:
@@ -112,55 +184,80 @@ def _row_sums(terms: jax.Array) -> jax.Array:
     multiple of 32: two triangular matrix products (within groups of 32, then across)."""
     rows, capacity = terms.shape
     group = 32
-    within = terms.reshape(rows, -1, group) @ jnp.triu(jnp.ones((group, group), jnp.float32))
+    within = _triangular_product(
+        terms.reshape(rows, -1, group), jnp.triu(jnp.ones((group, group), jnp.float32))
+    )
     groups = capacity // group
-    before = within[:, :, -1] @ jnp.triu(jnp.ones((groups, groups), jnp.float32), 1)
+    before = _triangular_product(
+        within[:, :, -1], jnp.triu(jnp.ones((groups, groups), jnp.float32), 1)
+    )
     return (within + before[:, :, None]).reshape(rows, capacity)
 
 
 def _flat_counts(flags: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Inclusive running counts of a flat ``(size,)`` float32 0/1 array, and their total.
+    """Inclusive int32 running counts of a flat ``(size,)`` bool array, and their total:
+    exact on every backend (:func:`on_cpu_or_elsewhere`) for ``size < 2**24``."""
+    return on_cpu_or_elsewhere(
+        flags, cpu=_flat_counts_by_products, elsewhere=_flat_counts_by_cumsum
+    )
 
-    Three levels of 32 (two triangular products, then a ``cumsum`` over groups of 1024
-    entries): every broadcast is over a trailing axis of 32, so XLA's CPU backend indexes
-    it with shifts and vectorises the fusion. Broadcasting per-row offsets over rows of a
-    chunk's capacity (1536 at k = 8) compiled to scalar code with an integer division per
-    entry: in ad hoc timing (a (64, 1536) mask, 10% kept) the positions took 2.1 instead of
-    4.0 to 4.4 ns per entry, the whole ``compact`` 4.1 instead of 6.0 to 6.2.
+
+def _flat_counts_by_cumsum(flags: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The integer version of :func:`_flat_counts`: an int32 ``cumsum`` (at most ``size``)."""
+    inclusive = jnp.cumsum(flags.astype(jnp.int32))
+    return inclusive, inclusive[-1]
+
+
+def _flat_counts_by_products(flags: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The CPU version of :func:`_flat_counts`: float32 running sums of 0/1 terms (exact
+    below ``2**24``) in three levels of 32 (two triangular products, then a ``cumsum``
+    over groups of 1024 entries).
+
+    Every broadcast is over a trailing axis of 32, so XLA's CPU backend indexes it with
+    shifts and vectorises the fusion. Broadcasting per-row offsets over rows of a chunk's
+    capacity (1536 at k = 8) compiled to scalar code with an integer division per entry:
+    in ad hoc timing (a (64, 1536) mask, 10% kept) the positions took 2.1 instead of 4.0
+    to 4.4 ns per entry, the whole ``compact`` 4.1 instead of 6.0 to 6.2.
     """
     group = 32
     size = flags.shape[0]
     groups = -(-size // group)
     supergroups = -(-groups // group)
     triangle = jnp.triu(jnp.ones((group, group), jnp.float32))
-    within = jnp.pad(flags, (0, groups * group - size)).reshape(groups, group) @ triangle
+    terms = jnp.pad(flags.astype(jnp.float32), (0, groups * group - size))
+    within = _triangular_product(terms.reshape(groups, group), triangle)
     totals = jnp.pad(within[:, -1], (0, supergroups * group - groups)).reshape(supergroups, group)
-    totals_within = totals @ triangle
+    totals_within = _triangular_product(totals, triangle)
     super_totals = totals_within[:, -1]
     before_super = jnp.cumsum(super_totals) - super_totals
     before_group = (totals_within - totals + before_super[:, None]).ravel()[:groups]
     inclusive = (within + before_group[:, None]).ravel()[:size]
-    return inclusive, jnp.sum(super_totals)
+    return inclusive.astype(jnp.int32), jnp.sum(super_totals).astype(jnp.int32)
+
+
+#: Most entries of a :func:`compact` mask (float32 running counts are exact below it).
+MAX_COMPACT_SIZE = 2**24 - 1
 
 
 def compact(keep: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
     """The flat indices of the ``True`` entries of a mask, in row-major order, then zeros
     up to a multiple of ``window`` past them; and how many there are.
 
-    Exact while the mask has fewer than ``2**24`` entries (float32 running sums of 0/1
-    terms).
+    Exact on every backend for masks of up to :data:`MAX_COMPACT_SIZE` entries (checked).
     """
     flat = keep.ravel()
     size = flat.shape[0]
-    inclusive, total = _flat_counts(flat.astype(jnp.float32))
-    position = inclusive.astype(jnp.int32) - 1
+    if size > MAX_COMPACT_SIZE:
+        raise ValueError(f"compact takes at most {MAX_COMPACT_SIZE} entries, got {size}")
+    inclusive, total = _flat_counts(flat)
+    position = inclusive - 1
     target = jnp.where(flat, position, size + window)  # out of range: dropped
     order = (
         jnp.zeros(size + window, jnp.int32)
         .at[target]
         .set(jnp.arange(size, dtype=jnp.int32), mode="drop")
     )
-    return order, total.astype(jnp.int32)
+    return order, total
 
 
 def for_each_window(
@@ -188,10 +285,23 @@ def for_each_window(
 
 
 def _divmod(cells: jax.Array, divisor: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Exact ``divmod`` of non-negative int32 ``cells < 2**24`` by a traced divisor: a
-    float32 quotient, corrected by one where it rounded across a multiple (CPUs have no
-    vector integer division; in ad hoc timing this was several times faster than ``//``
-    and ``%``)."""
+    """Exact ``divmod`` of non-negative int32 ``cells < 2**24`` by a traced divisor, on
+    every backend (:func:`on_cpu_or_elsewhere`)."""
+    return on_cpu_or_elsewhere(
+        cells, divisor, cpu=_divmod_by_reciprocal, elsewhere=_divmod_by_integers
+    )
+
+
+def _divmod_by_integers(cells: jax.Array, divisor: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Integer ``divmod``: exact whatever the backend's float32 division rounds to."""
+    return cells // divisor, cells % divisor
+
+
+def _divmod_by_reciprocal(cells: jax.Array, divisor: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The CPU version of :func:`_divmod`: a float32 quotient, corrected by one where it
+    rounded across a multiple (CPUs have no vector integer division; in ad hoc timing this
+    was several times faster than ``//`` and ``%``). Exact with a correctly rounded
+    float32 division, which a CPU has."""
     quotient = jnp.floor(cells.astype(jnp.float32) * (1.0 / divisor.astype(jnp.float32)))
     quotient = quotient.astype(jnp.int32)
     remainder = cells - quotient * divisor

@@ -3,7 +3,8 @@
 It simulates the same model as the reference kernel of :mod:`jaxstage.simulation`, for
 games with the default additive Gaussian noise, in every information mode:
 
-* **Memory.** Between stages only the stage actions are held, as int8 (1 byte per agent;
+* **Memory.** Between stages only the stage actions are held, as int8 (1 byte per agent,
+  int16 beyond 128 actions: :func:`action_dtype`;
   types are recomputed from agent indices). Within a stage, agents are processed in
   blocks of ``block_size``, so temporaries are per block, not per population. The one
   population-sized scratch buffer, pass 1's kept events (only when it fits
@@ -43,6 +44,7 @@ The numbers do not depend on the block size or the number of devices (tested bit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -51,6 +53,7 @@ import numpy as np
 
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
+from jaxstage import exact_sum
 from jaxstage.decisions import (
     StageRecord,
     choose_candidates,
@@ -58,9 +61,11 @@ from jaxstage.decisions import (
     clip_and_renormalise,
     mean_or_unavailable,
 )
+from jaxstage.finiteness import first_nonfinite_round, nonfinite_counts, with_published_check
 from jaxstage.games import AnonymousGame
 from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
+from jaxstage.wide import wide_sum, wide_to_float
 
 __all__ = [
     "fast_stage",
@@ -78,6 +83,16 @@ AGENT_AXIS = "agents"
 
 # Stream identifiers: each (seed, stage, stream, sub-index) gives an independent stream.
 _EXPLORE, _OWN_NOISE, _TIE, _UPDATE, _SAMPLE, _INFO_NOISE, _POP_NOISE, _INIT = range(8)
+
+
+def action_dtype(num_actions: int) -> jnp.dtype:
+    """The dtype of the stage actions held between stages: int8 while every action fits
+    (up to 128 actions), int16 beyond (``games.MAX_ACTIONS`` is far below ``2**15``)."""
+    if num_actions <= 128:
+        return jnp.dtype(jnp.int8)
+    if num_actions <= 2**15:
+        return jnp.dtype(jnp.int16)
+    raise ValueError(f"num_actions must be at most {2**15}, got {num_actions}")
 
 
 def supports_fast(game: AnonymousGame) -> bool:
@@ -111,6 +126,11 @@ def adopter_capacity(block_size: int, update_prob: float) -> int:
     step = 2 ** max(5, math.floor(math.log2(target)) - 2)
     return int(min(math.ceil(target / step) * step, -(-block_size // 32) * 32))
 
+
+#: Up to this many actions, loops over actions are unrolled into elementwise operations
+#: (faster on a CPU at small k); beyond, they are vectorised over an action axis, so that
+#: the program does not grow with k (1024 actions would unroll 1024 times).
+UNROLLED_UP_TO_ACTIONS = 32
 
 #: Pass 1 counts each round's (type, own action, drawn action) transitions with one
 #: scatter up to this many actions (a table of ``rounds * T * k^2`` cells), instead of two
@@ -284,7 +304,10 @@ def _block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
 def _in_block(spec: RunSpec, events: ev.Events, start: jax.Array) -> jax.Array:
     """Which events are explorations of an agent of the block that starts at ``start``."""
     agent = events.agent
-    in_range = (agent >= start) & (agent < start + spec.block_size) & (agent < spec.num_agents)
+    # As an offset: ``start + block_size`` reaches 2**31 (wraps in int32) for the last
+    # block of a population padded to 2**31 agents.
+    offset = agent - start
+    in_range = (offset >= 0) & (offset < spec.block_size) & (agent < spec.num_agents)
     return events.inside & in_range
 
 
@@ -461,6 +484,10 @@ def _event_own_sums(
     given, returns pass 1's list of the first batch's events of a superset of the columns
     (:class:`KeptAdopterEvents`): they are added from it, and only later batches are drawn
     (all of them when the list overflowed).
+
+    The events' payoffs are scatter-added into cells as :class:`_CellSums` chooses for the
+    backend (:func:`_cell_sums_for_backend`): in float32 on a CPU, in fixed point
+    elsewhere, so that no backend's sums depend on the order of its scatter-adds.
     """
     k, num_types = spec.num_actions, spec.num_types
     index, stage_actions, valid, types = own
@@ -468,66 +495,75 @@ def _event_own_sums(
     table = round_payoffs.reshape(-1)
     noise_std = params.game["noise_std"]
 
-    def consume(events, state):
-        if keep is None or listed is not None:
-            # With pass 1's list, only the rare later batches (or a block whose list
-            # overflowed) are drawn here: adding them whole, without gathering the
-            # columns' events first, keeps the program (and its compilation) smaller.
-            return accumulate(events, *column_of(events), state)
+    def summed(cell_sums: _CellSums):
+        """The whole event loop with one way of adding into cells: ``(k * columns,)``
+        sums and counts of explored payoffs, ``(columns,)`` sums and counts of the stage
+        action's payoffs forgone to explorations."""
 
-        def picked_only(picked, on, state):
-            column, ok = column_of(picked)
-            return accumulate(picked, column, ok & on, state)
+        def consume(events, state):
+            if keep is None or listed is not None:
+                # With pass 1's list, only the rare later batches (or a block whose list
+                # overflowed) are drawn here: adding them whole, without gathering the
+                # columns' events first, keeps the program (and its compilation) smaller.
+                return accumulate(events, *column_of(events), state)
 
-        window = max(32, events.agent.size // ADOPTER_WINDOW_FRACTION)
-        return ev.for_each_window(keep(events), events, window, picked_only, state)
+            def picked_only(picked, on, state):
+                column, ok = column_of(picked)
+                return accumulate(picked, column, ok & on, state)
 
-    def accumulate(events, column, ok, state):
-        explored, forgone = state
-        agent = jnp.where(ok, events.agent, 0)
-        stage_action = stage_actions[jnp.where(ok, column, 0)]  # int32: a vectorised gather
-        away = ok & (events.action != stage_action)
-        row = (events.round * num_types + _types_of(spec, agent)) * k
-        paid = table[row + events.action] + noise_std * events.noise()
-        ones = jnp.ones(paid.size, jnp.float32)
-        # (payoff, 1) pairs: one scatter adds both a sum and its observation count
-        # (float32 counts are exact far beyond any stage length).
-        cell = jnp.where(away, events.action * columns + column, k * columns).ravel()
-        explored = explored.at[cell].add(jnp.stack([paid.ravel(), ones], axis=1))
-        own_cell = jnp.where(away, column, columns).ravel()
-        lost = jnp.stack([table[row + stage_action].ravel(), ones], axis=1)
-        return explored, forgone.at[own_cell].add(lost)
+            window = max(32, events.agent.size // ADOPTER_WINDOW_FRACTION)
+            return ev.for_each_window(keep(events), events, window, picked_only, state)
 
-    start = (jnp.zeros((k * columns + 1, 2), jnp.float32), jnp.zeros((columns + 1, 2), jnp.float32))
-    resume = None
-    if listed is not None:
-        kept = listed()
-        capacity = kept.agent.shape[0]
-        complete = kept.total <= capacity
-        inside = (jnp.arange(capacity) < kept.total) & complete
-        events = ev.Events(kept.agent, kept.round, kept.action, inside, kept.bits)
-        start = accumulate(events, *column_of(events), start)
-        # Then the batches after the first, or every batch if the list is incomplete.
-        resume = (
-            jnp.where(complete, spec.event_capacity, 0),
-            jnp.where(complete, kept.last_cells, -1),
+        def accumulate(events, column, ok, state):
+            explored, forgone = state
+            agent = jnp.where(ok, events.agent, 0)
+            stage_action = stage_actions[jnp.where(ok, column, 0)]  # int32: a vectorised gather
+            away = ok & (events.action != stage_action)
+            row = (events.round * num_types + _types_of(spec, agent)) * k
+            paid = table[row + events.action] + noise_std * events.noise()
+            cell = jnp.where(away, events.action * columns + column, k * columns).ravel()
+            explored = cell_sums.add(explored, cell, paid, away)
+            own_cell = jnp.where(away, column, columns).ravel()
+            return explored, cell_sums.add(forgone, own_cell, table[row + stage_action], away)
+
+        start = (cell_sums.zeros(k * columns + 1), cell_sums.zeros(columns + 1))
+        resume = None
+        if listed is not None:
+            kept = listed()
+            capacity = kept.agent.shape[0]
+            complete = kept.total <= capacity
+            inside = (jnp.arange(capacity) < kept.total) & complete
+            events = ev.Events(kept.agent, kept.round, kept.action, inside, kept.bits)
+            start = accumulate(events, *column_of(events), start)
+            # Then the batches after the first, or every batch if the list is incomplete.
+            resume = (
+                jnp.where(complete, spec.event_capacity, 0),
+                jnp.where(complete, kept.last_cells, -1),
+            )
+        explored, forgone = ev.for_each_batch(
+            crng.stream_key(seed, stage, _EXPLORE),
+            chunks,
+            params.explore_prob[stage],
+            stage_length,
+            spec.event_capacity,
+            k,
+            consume,
+            start,
+            first,
+            resume=resume,
+            materialise=listed is None,  # with the list, later batches are rare
         )
-    explored, forgone = ev.for_each_batch(
-        crng.stream_key(seed, stage, _EXPLORE),
-        chunks,
-        params.explore_prob[stage],
-        stage_length,
-        spec.event_capacity,
-        k,
-        consume,
-        start,
-        first,
-        resume=resume,
-        materialise=listed is None,  # with the list, later batches are rare
+        return (*cell_sums.read(explored), *cell_sums.read(forgone))
+
+    def in_fixed_point():
+        bound = _payoff_bound(round_payoffs, stage_length, noise_std)
+        grid = exact_sum.scale(bound, exact_sum.layout(spec.max_stage_length))
+        return summed(_fixed_point_cell_sums(grid))
+
+    sums, counts, lost, missing = _cell_sums_for_backend(
+        lambda: summed(_FLOAT_CELL_SUMS), in_fixed_point
     )
-    sums = explored[:-1, 0].reshape(k, columns)
-    counts = explored[:-1, 1].astype(jnp.int32).reshape(k, columns)
-    missing = forgone[:-1, 1].astype(jnp.int32)
+    sums, counts = sums.reshape(k, columns), counts.reshape(k, columns)
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
     stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
@@ -536,7 +572,7 @@ def _event_own_sums(
         noise = crng.normal(crng.stream_key(seed, stage, _OWN_NOISE), index)
         return (
             stage_totals[types, stage_actions]
-            - forgone[:-1, 0]
+            - lost
             + noise_std * jnp.sqrt(stayed.astype(jnp.float32)) * noise
         )
 
@@ -545,6 +581,87 @@ def _event_own_sums(
     sums = jnp.where(is_own, own_sum[None, :], sums)
     counts = jnp.where(is_own, stayed[None, :], counts)
     return sums, jnp.where(valid[None, :], counts, 0)
+
+
+class _CellSums(NamedTuple):
+    """How pass 2 adds payoffs and their observations into cells (a spare last cell
+    takes the masked-out events), and reads the float32 sums and int32 counts back."""
+
+    zeros: Callable[[int], object]  # cells -> accumulator
+    add: Callable[[object, jax.Array, jax.Array, jax.Array], object]  # (acc, cell, x, counted)
+    read: Callable[[object], tuple[jax.Array, jax.Array]]  # sums, counts of all but the spare
+
+
+def _float_cell_sums() -> _CellSums:
+    """Float32 ``(payoff, 1)`` pairs, one scatter for both (float32 counts are exact far
+    beyond any stage length); masked-out events go whole to the spare cell. XLA's CPU
+    scatter adds the updates of a cell in their order (slot order), so the sums are
+    reproducible there and do not depend on the block size (tested bitwise)."""
+
+    def add(acc, cell, payoffs, counted):
+        ones = jnp.ones(payoffs.size, jnp.float32)
+        return acc.at[cell].add(jnp.stack([payoffs.ravel(), ones], axis=1))
+
+    def read(acc):
+        return acc[:-1, 0], acc[:-1, 1].astype(jnp.int32)
+
+    return _CellSums(lambda cells: jnp.zeros((cells, 2), jnp.float32), add, read)
+
+
+_FLOAT_CELL_SUMS = _float_cell_sums()
+
+
+def _fixed_point_cell_sums(grid: exact_sum.Scale) -> _CellSums:
+    """Exact int32 limbs of each payoff on ``grid`` and a 1, one scatter for all: integer
+    addition is associative, so the sums are the same bits in any order of the adds (a
+    GPU's atomic adds), within :mod:`jaxstage.exact_sum`'s error bound of the exact sums.
+    Masked-out events add zeros, so no cell, the spare one included, can overflow."""
+    width = grid.layout.limbs + 1
+
+    def add(acc, cell, payoffs, counted):
+        return acc.at[cell].add(_limbs_and_count(payoffs, counted, grid))
+
+    def read(acc):
+        return exact_sum.from_limbs(acc[:-1, :-1], grid), acc[:-1, -1]
+
+    return _CellSums(lambda cells: jnp.zeros((cells, width), jnp.int32), add, read)
+
+
+def _cell_sums_for_backend(on_cpu: Callable, elsewhere: Callable):
+    """``on_cpu()`` (float32 sums) in a program lowered for a CPU, ``elsewhere()`` (fixed
+    point) for any other backend.
+
+    A GPU compiles a float scatter-add to atomic adds whose order changes from run to
+    run, so near-ties would flip decisions between runs; fixed point makes the sums
+    independent of the order. On a CPU the float32 sums are already reproducible, and
+    fixed point costs more: with one scatter per limb (a scatter of rows of several
+    computed int32 columns ran 3.5 times as slow), ``jaxstage.simulate`` of 2^20 agents,
+    k = 8, stage length 50, ``explore_prob`` 0.05, ``update_prob`` 1 took 1.26 times the
+    CPU time (median of 3 interleaved pairs of runs, ad hoc script).
+    """
+    return ev.on_cpu_or_elsewhere(cpu=on_cpu, elsewhere=elsewhere)
+
+
+def _payoff_bound(round_payoffs: jax.Array, stage_length: jax.Array, noise_std) -> jax.Array:
+    """A bound on every payoff pass 2 adds, for its fixed-point grid: the largest
+    ``|u|`` of the stage's rounds plus ``|noise_std| * events.MAX_ABS_NOISE``.
+
+    It holds in float32 (proof): a payoff is ``fl(u + fl(sigma z))``, or ``fl(u + sigma
+    z)`` where XLA fuses a multiply-add, with ``|z| <= 5.42``; ``fl(|sigma| * 8)`` is
+    exact (a power of two) and above ``|sigma z|`` even after its rounding, and rounding
+    is monotone, so the payoff is at most ``fl(max |u| + 8 |sigma|)`` in magnitude.
+    """
+    rounds = round_payoffs.shape[0]
+    in_stage = (jnp.arange(rounds) < stage_length)[:, None, None]
+    largest = jnp.max(jnp.where(in_stage, jnp.abs(round_payoffs), 0.0))
+    return largest + jnp.abs(noise_std) * ev.MAX_ABS_NOISE
+
+
+def _limbs_and_count(payoffs: jax.Array, counted: jax.Array, grid) -> jax.Array:
+    """``(size, m + 1)`` int32 rows to scatter-add: the fixed-point limbs of each payoff,
+    then 1 (its observation); zeros where not ``counted``. One scatter adds both."""
+    limbs = exact_sum.to_limbs(jnp.where(counted, payoffs, 0.0).ravel(), grid)
+    return jnp.concatenate([limbs, counted.astype(jnp.int32).reshape(-1, 1)], axis=1)
 
 
 def _materialised(compute, anchor: jax.Array):
@@ -675,6 +792,11 @@ def _own_sums(
         sums, counts = totals
         played = _played(seed, stage, r, index, stage_actions, params.explore_prob[stage], k)
         payoff_table = round_payoffs[r]  # (T, k)
+        if k > UNROLLED_UP_TO_ACTIONS:
+            here = played[None, :] == jnp.arange(k)[:, None]  # (k, B)
+            value = payoff_table[types] if spec.num_types > 1 else payoff_table[0][None, :]
+            value = jnp.broadcast_to(value, (index.shape[0], k)).T
+            return sums + jnp.where(here, value, 0.0), counts + here.astype(jnp.int32)
         new_sums, new_counts = [], []
         for action in range(k):
             here = played == action
@@ -687,9 +809,14 @@ def _own_sums(
     sums, counts = jax.lax.fori_loop(
         0, stage_length, one_round, (jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.int32))
     )
-    noise = jnp.stack(
-        [crng.normal(crng.stream_key(seed, stage, _OWN_NOISE, a), index) for a in range(k)]
-    )
+
+    def action_noise(a):
+        return crng.normal(crng.stream_key(seed, stage, _OWN_NOISE, a), index)
+
+    if k > UNROLLED_UP_TO_ACTIONS:
+        noise = jax.vmap(action_noise)(jnp.arange(k))
+    else:
+        noise = jnp.stack([action_noise(a) for a in range(k)])
     sums = sums + params.game["noise_std"] * jnp.sqrt(counts.astype(jnp.float32)) * noise
     return sums, jnp.where(valid[None, :], counts, 0)
 
@@ -697,7 +824,7 @@ def _own_sums(
 def _local_actions(spec, actions, agents):
     """The int32 stage actions of global ``agents`` held by this shard, and which are."""
     local = agents - shard_start(spec)
-    here = (local >= 0) & (local < actions.shape[0])
+    here = (local >= 0) & (local <= actions.shape[0] - 1)  # the size may be 2**31
     return actions[jnp.where(here, local, 0)].astype(jnp.int32), here
 
 
@@ -736,7 +863,8 @@ def fast_stage(
     stage: jax.Array,
     kept: ev.Walk | None = None,
 ):
-    """One stage on this shard's int8 stage actions (``(padded_agents,)`` unsharded).
+    """One stage on this shard's stage actions (:func:`action_dtype`; ``(padded_agents,)``
+    unsharded).
 
     ``kept`` is :func:`kept_events_buffer` when ``spec.replay_events`` (else ``None``).
     Returns ``(new_actions, kept, new_counts, record)``: ``new_counts`` are the ``(T, k)``
@@ -764,14 +892,18 @@ def fast_stage(
     )(played_counts)  # (R, T, k)
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
     counts_in_stage = jnp.where(in_stage, counts_by_round, 0)
-    action_counts = jnp.sum(counts_in_stage, axis=(0, 1))  # (k,)
+    # Agent-rounds per action reach n * stage_length, past int32: summed exactly in 64
+    # bits, then float32 (exact to 2**24, as the int32 sum was where it did not overflow).
+    action_rounds = wide_sum(counts_in_stage, (0, 1))  # (k,)
+    action_counts = wide_to_float(action_rounds)
+    total_rounds = wide_to_float(wide_sum(action_rounds, 0))
+    nonfinite = first_nonfinite_round(round_payoffs, stage_length)
     population_noise = crng.normal(
         crng.stream_key(seed, stage, _POP_NOISE), jnp.arange(k, dtype=jnp.uint32)
     )
     action_sums = jnp.sum(jnp.where(in_stage, counts_by_round * round_payoffs, 0.0), axis=(0, 1))
     action_sums = (
-        action_sums
-        + params.game["noise_std"] * jnp.sqrt(action_counts.astype(jnp.float32)) * population_noise
+        action_sums + params.game["noise_std"] * jnp.sqrt(action_counts) * population_noise
     )
 
     if spec.event_capacity == 0:
@@ -795,6 +927,7 @@ def fast_stage(
         by_alternative = jnp.transpose(
             deviation_payoffs(game, params.game, published, n), (2, 0, 1)
         )  # (k, T, k): [b, type, current]
+        nonfinite = with_published_check(nonfinite, by_alternative)
 
     if spec.filter_adopters:
         new_actions, switched, changed_counts = _adopter_decisions(
@@ -876,8 +1009,11 @@ def fast_stage(
         metrics=None,  # from ``new_counts``, by the caller (outside ``shard_map``)
         played_counts=last,
         switched_fraction=switched.astype(jnp.float32) / n,
-        realized_mean_payoff=jnp.sum(action_sums)
-        / jnp.maximum(jnp.sum(action_counts), 1).astype(jnp.float32),
+        realized_mean_payoff=jnp.sum(action_sums) / jnp.maximum(total_rounds, 1.0),
+        nonfinite=nonfinite,
+        nonfinite_counts=nonfinite_counts(
+            nonfinite, played_counts, published if spec.info == "distribution" else None
+        ),
     )
     return new_actions, kept, new_counts.reshape(num_types, k), record
 
@@ -955,9 +1091,12 @@ def _adopter_decisions(
             )
             estimates = _own_estimates(sums, counts, samples)
             chosen = choose_candidates(crng.uniform(tie_key, agent), estimates, stage_action)
-            # Into this shard's actions; out of range (dropped) for the empty columns.
-            target = jnp.where(on, block * size + position, actions.shape[0])
-            new_actions = new_actions.at[target].set(chosen.astype(actions.dtype), mode="drop")
+            # Into this shard's actions; -1 (dropped, not wrapped) for the empty columns: an
+            # index past the end would not fit int32 when a shard holds 2**31 agents.
+            target = jnp.where(on, block * size + position, -1)
+            new_actions = new_actions.at[target].set(
+                chosen.astype(actions.dtype), mode="drop", wrap_negative_indices=False
+            )
             moved = on & (chosen != stage_action)
             cell = _types_of(spec, agent) * k
             changed = changed + _count(cell + chosen, moved, width)
@@ -998,8 +1137,8 @@ def _stage_action_counts(spec, actions):
 
 
 def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) -> jax.Array:
-    """This shard's int8 initial stage actions from counter-based draws (``payload``, for
-    ``kind="actions"``, is this shard's part of the padded actions)."""
+    """This shard's initial stage actions (:func:`action_dtype`) from counter-based draws
+    (``payload``, for ``kind="actions"``, is this shard's part of the padded actions)."""
     size = spec.local_blocks * spec.block_size
     index = jnp.asarray(shard_start(spec), jnp.uint32) + jnp.arange(size, dtype=jnp.uint32)
     k = spec.num_actions
@@ -1010,14 +1149,17 @@ def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) 
     elif kind == "distribution":
         u = crng.uniform(crng.stream_key(seed, 0, _INIT), index)
         cumulative = jnp.cumsum(payload)
-        actions = jnp.zeros(index.shape, jnp.int32)
-        for j in range(k - 1):
-            actions = actions + (u >= cumulative[j]).astype(jnp.int32)
+        if k <= UNROLLED_UP_TO_ACTIONS:
+            actions = jnp.zeros(index.shape, jnp.int32)
+            for j in range(k - 1):
+                actions = actions + (u >= cumulative[j]).astype(jnp.int32)
+        else:  # the same count of cumulative[j] <= u, by binary search
+            actions = jnp.searchsorted(cumulative[: k - 1], u, side="right").astype(jnp.int32)
         # Never land on a zero-probability action through rounding of the last bucket.
         actions = jnp.minimum(actions, jnp.max(jnp.where(payload > 0, jnp.arange(k), 0)))
     else:
         actions = payload.astype(jnp.int32)
-    return actions.astype(jnp.int8)
+    return actions.astype(action_dtype(k))
 
 
 def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:

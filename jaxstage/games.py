@@ -44,6 +44,12 @@ from jaxstage._validation import (
 Params = dict[str, jax.Array]
 PayoffFn = Callable[..., jax.Array]
 
+#: Most actions a game may have. Stage actions are stored as int8 up to 128 actions and
+#: as int16 beyond (``jaxstage.fast.action_dtype``). What bounds ``k`` is the metrics: the
+#: deviation payoffs ``u(b, (c - e_a + e_b) / n)`` of MODEL.md section 1 evaluate the game
+#: at ``k^2`` distributions per stage, ``k^3`` numbers (10^9 at 1024 actions).
+MAX_ACTIONS = 1024
+
 __all__ = [
     "AnonymousGame",
     "Congestion",
@@ -57,7 +63,14 @@ __all__ = [
     "list_games",
     "type_counts",
     "GAMES",
+    "MAX_ACTIONS",
+    "check_num_actions",
 ]
+
+
+def check_num_actions(value: object, name: str = "num_actions") -> int:
+    """An action count in ``[2, MAX_ACTIONS]``."""
+    return check_int(value, name, low=2, high=MAX_ACTIONS)
 
 
 def type_counts(type_shares: Sequence[float], num_agents: int) -> np.ndarray:
@@ -141,6 +154,30 @@ class AnonymousGame:
         mean = expected[types, actions]
         noise = jax.random.normal(key, actions.shape, dtype=mean.dtype)
         return mean + params["noise_std"] * noise
+
+    def check_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Raise ``ValueError`` unless ``params`` (every entry of :meth:`default_params`,
+        as host arrays, e.g. with overrides merged in) are values the constructor would
+        accept. Games add their own constraints in :meth:`_param_errors`."""
+        for name, value in params.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"game parameter {name!r} of game {self.name!r} must be finite, got "
+                    f"{np.asarray(value).tolist()}"
+                )
+        problems = [("noise_std", ">= 0", np.asarray(params["noise_std"]) >= 0)]
+        problems += self._param_errors(params)
+        for name, allowed, ok in problems:
+            if not np.all(ok):
+                raise ValueError(
+                    f"game parameter {name!r} of game {self.name!r} must be {allowed}, got "
+                    f"{np.asarray(params[name]).tolist()}"
+                )
+
+    def _param_errors(self, params: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]]:
+        """``(name, allowed range, ok)`` for each constraint beyond finiteness and
+        ``noise_std >= 0`` (none by default)."""
+        return []
 
     def uses_gaussian_noise(self) -> bool:
         """Whether realised payoffs are expected payoffs plus ``N(0, noise_std^2)`` noise.
@@ -245,7 +282,7 @@ class Congestion(AnonymousGame):
         p: float = 1.0,
         noise_std: float = 0.1,
     ):
-        self.num_actions = check_int(num_actions, "num_actions", low=2)
+        self.num_actions = check_num_actions(num_actions)
         k = self.num_actions
         self.a = _vector(a, k, "a")
         self.b = _vector(np.arange(1, k + 1) if b is None else b, k, "b")
@@ -262,6 +299,9 @@ class Congestion(AnonymousGame):
             "p": jnp.asarray(self.p, jnp.float32),
             "noise_std": jnp.asarray(self.noise_std, jnp.float32),
         }
+
+    def _param_errors(self, params):
+        return [("b", "> 0 on every link", params["b"] > 0), ("p", "> 0", params["p"] > 0)]
 
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         cost = params["a"] + params["b"] * distribution ** params["p"]
@@ -360,6 +400,13 @@ class Minority(AnonymousGame):
             "noise_std": jnp.asarray(self.noise_std, jnp.float32),
         }
 
+    def _param_errors(self, params):
+        capacity = params["capacity"]
+        return [
+            ("capacity", "in (0, 1)", (capacity > 0) & (capacity < 1)),
+            ("smoothness", ">= 0", params["smoothness"] >= 0),
+        ]
+
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         slack = params["capacity"] - distribution[1]
         width = params["smoothness"]
@@ -426,7 +473,7 @@ class BeautyContest(AnonymousGame):
     best_reply_note = "dominance solvable: converge"
 
     def __init__(self, num_actions: int = 11, q: float = 0.5, noise_std: float = 0.1):
-        self.num_actions = check_int(num_actions, "num_actions", low=2)
+        self.num_actions = check_num_actions(num_actions)
         self.q = check_real(q, "q", low=0.0, high=1.0, open_low=True, open_high=True)
         self.noise_std = _noise_param(noise_std)
 
@@ -435,6 +482,9 @@ class BeautyContest(AnonymousGame):
             "q": jnp.asarray(self.q, jnp.float32),
             "noise_std": jnp.asarray(self.noise_std, jnp.float32),
         }
+
+    def _param_errors(self, params):
+        return [("q", "in (0, 1)", (params["q"] > 0) & (params["q"] < 1))]
 
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         guesses = jnp.arange(self.num_actions, dtype=distribution.dtype)
@@ -518,6 +568,9 @@ class TechnologyAdoption(AnonymousGame):
             "noise_std": jnp.asarray(self.noise_std, jnp.float32),
         }
 
+    def _param_errors(self, params):
+        return [("value", "> 0", params["value"] > 0)]
+
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
         adopt = params["value"] * distribution[1] - params["thresholds"]
         return jnp.stack([jnp.zeros_like(adopt), adopt], axis=1)
@@ -588,7 +641,7 @@ class RandomLinear(AnonymousGame):
         game_seed: int = 0,
         noise_std: float = 0.1,
     ):
-        self.num_actions = check_int(num_actions, "num_actions", low=2)
+        self.num_actions = check_num_actions(num_actions)
         if not isinstance(symmetric, bool):
             raise TypeError(f"symmetric must be a bool, got {symmetric!r}")
         self.symmetric = symmetric
@@ -611,7 +664,10 @@ class RandomLinear(AnonymousGame):
         }
 
     def expected_payoffs(self, params: Params, distribution: jax.Array) -> jax.Array:
-        return (params["bias"] + params["weights"] @ distribution)[None, :]
+        # HIGHEST: on GPUs a default-precision float32 product runs as TF32 (10 mantissa
+        # bits), far coarser than the float32 payoffs everywhere else.
+        product = jnp.dot(params["weights"], distribution, precision=jax.lax.Precision.HIGHEST)
+        return (params["bias"] + product)[None, :]
 
     def static_key(self) -> tuple:
         return (self.num_actions,)
@@ -659,7 +715,7 @@ class PayoffFnGame(AnonymousGame):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.num_actions = check_int(num_actions, "num_actions", low=2)
+        self.num_actions = check_num_actions(num_actions)
         self.noise_std = _noise_param(noise_std)
         self.name = str(name)
         self.user_params = {
@@ -690,13 +746,15 @@ class PayoffFnGame(AnonymousGame):
             return self.fn(distribution, user)
         return self.fn(distribution)
 
-    def _check_payoff_fn(self) -> None:
+    def _check_payoff_fn(self, params: Params | None = None) -> None:
         # Evaluate eagerly (no tracing) at the uniform distribution and at every vertex of
-        # the simplex: learners can reach all of them.
+        # the simplex: learners can reach all of them. Then trace it once, as the kernels
+        # will: NumPy calls and Python control flow on the distribution pass the eager
+        # check and would otherwise fail from inside ``jit`` with a tracer error.
         k = self.num_actions
         points = {"the uniform distribution": np.full(k, 1.0 / k)}
         points.update({f"the vertex e_{j}": np.eye(k)[j] for j in range(k)})
-        params = self.default_params()
+        params = self.default_params() if params is None else params
         for where, point in points.items():
             try:
                 value = np.asarray(self._call(params, jnp.asarray(point, jnp.float32)))
@@ -714,6 +772,28 @@ class PayoffFnGame(AnonymousGame):
                     f"payoff function of game {self.name!r} returned non-finite payoffs "
                     f"{value.tolist()} at {where}; payoffs must be finite on the whole simplex"
                 )
+        traced = jax.ShapeDtypeStruct((k,), jnp.float32)
+        try:
+            jax.eval_shape(lambda p, d: self._call(p, d), params, traced)
+        except jax.errors.JAXTypeError as error:
+            raise TypeError(
+                f"payoff function of game {self.name!r} works on concrete arrays but not "
+                f"under jax.jit, where the kernels call it: {type(error).__name__}. Write it "
+                f"with jax.numpy on the distribution (jnp.where or jax.lax.cond instead of "
+                f"Python if/while on its values, jnp functions instead of numpy or math "
+                f"ones, no float() or int() of it)"
+            ) from error
+        except Exception as error:  # noqa: BLE001 - re-raised with context
+            raise TypeError(
+                f"payoff function of game {self.name!r} failed when traced by jax.jit "
+                f"(as the kernels call it): {type(error).__name__}: {error}"
+            ) from error
+
+    def check_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """The base checks, then the payoff function checked again at ``params`` (its
+        coefficients may make it fail or leave the finite range)."""
+        super().check_params(params)
+        self._check_payoff_fn({name: jnp.asarray(v, jnp.float32) for name, v in params.items()})
 
     def default_params(self) -> Params:
         return {**self.user_params, "noise_std": jnp.asarray(self.noise_std, jnp.float32)}

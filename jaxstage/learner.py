@@ -12,9 +12,14 @@ import numpy as np
 
 from jaxstage._validation import check_int, check_probability, check_real
 
-__all__ = ["StageLearning", "INFO_MODES", "resolve_schedule"]
+__all__ = ["StageLearning", "INFO_MODES", "MAX_INFO_SAMPLE_SIZE", "resolve_schedule"]
 
 INFO_MODES = ("none", "distribution", "payoffs")
+
+#: Largest ``info_sample_size``: the sample costs ``O(m)`` per stage (a sampled agent's
+#: explorations are walked again with ``info="payoffs"``), and its observation counts,
+#: at most ``m`` times the stage length, must stay exact in int32 (checked per run).
+MAX_INFO_SAMPLE_SIZE = 2**20
 Schedule = Callable[[Any], Any]
 
 
@@ -39,8 +44,13 @@ class StageLearning:
             ``"none"`` (plain stage learning), ``"distribution"`` (a published estimate of
             the distribution of stage actions; agents best-reply to it with their payoff
             model) or ``"payoffs"`` (published per-action average payoffs of the stage).
-        info_sample_size: ``None`` for exact information; ``m >= 1`` to compute it from
-            ``m`` agents drawn uniformly *with replacement* (so ``m`` may exceed ``n``).
+        info_sample_size: ``None`` for exact information; ``m`` in ``[1,
+            MAX_INFO_SAMPLE_SIZE]`` to compute it from ``m`` agents drawn uniformly *with
+            replacement* (so ``m`` may exceed ``n``). Each stage costs ``O(m)`` on top of
+            the population (with ``info="payoffs"``, ``O(m)`` walks of the sampled agents'
+            explorations), hence the bound: a sample of ``2**20`` already estimates every
+            share to within about ``1e-3``, and exact information
+            (``info_sample_size=None``) is the limit of larger ones.
             With ``info="payoffs"`` each agent pools the sample's observations with its own,
             weighted by observation counts (a sampled agent's own data then counts twice).
         info_noise_std: ``info="distribution"`` only: Gaussian noise of this std added to
@@ -80,7 +90,9 @@ class StageLearning:
             object.__setattr__(
                 self,
                 "info_sample_size",
-                check_int(self.info_sample_size, "info_sample_size", low=1),
+                check_int(
+                    self.info_sample_size, "info_sample_size", low=1, high=MAX_INFO_SAMPLE_SIZE
+                ),
             )
         noise = check_real(self.info_noise_std, "info_noise_std", low=0.0)
         object.__setattr__(self, "info_noise_std", noise)

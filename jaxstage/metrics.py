@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 
+#: Up to this many actions the deviation payoffs of every current action are evaluated
+#: at once (``k^3`` values); beyond, one current action at a time.
+VECTORISED_DEVIATIONS_UP_TO = 64
+
+
 def deviation_payoffs(
     game: AnonymousGame, params: Params, counts: jax.Array, num_agents: int | jax.Array
 ) -> jax.Array:
@@ -46,14 +51,23 @@ def deviation_payoffs(
         payoff of staying. The clip at 0 only acts when ``c_a = 0`` (no agent to move).
     """
     k = counts.shape[-1]
+    n = jnp.asarray(num_agents, jnp.float32)
     eye = jnp.eye(k, dtype=counts.dtype)
-    # adjusted[a, b, :] = c - e_a + e_b, exact in integer arithmetic when counts are ints.
-    adjusted = counts[None, None, :] - eye[:, None, :] + eye[None, :, :]
-    adjusted = jnp.maximum(adjusted, 0)
-    distributions = adjusted.astype(jnp.float32) / jnp.asarray(num_agents, jnp.float32)
-    payoffs = jax.vmap(jax.vmap(lambda d: game.expected_payoffs(params, d)))(distributions)
-    # payoffs[a, b, t, j]; keep j == b (the action switched to).
-    switched = jnp.diagonal(payoffs, axis1=1, axis2=3)  # (a, t, b)
+
+    def from_action(a_row: jax.Array) -> jax.Array:
+        """``(T, k)`` payoffs of moving from the action of ``a_row`` (``e_a``) to each b."""
+        # adjusted[b, :] = c - e_a + e_b, exact in integer arithmetic when counts are ints.
+        adjusted = jnp.maximum(counts[None, :] - a_row[None, :] + eye, 0)
+        payoffs = jax.vmap(lambda d: game.expected_payoffs(params, d))(
+            adjusted.astype(jnp.float32) / n
+        )  # payoffs[b, t, j]; keep j == b (the action switched to)
+        return jnp.diagonal(payoffs, axis1=0, axis2=2)  # (t, b)
+
+    if k <= VECTORISED_DEVIATIONS_UP_TO:
+        switched = jax.vmap(from_action)(eye)  # (a, t, b)
+    else:
+        # One current action at a time: k^2 values live instead of k^3.
+        switched = jax.lax.map(from_action, eye)
     return jnp.transpose(switched, (1, 0, 2))
 
 

@@ -18,7 +18,19 @@ Folders are written atomically: everything is built in a hidden temporary siblin
 renamed into place at the end, so an interrupted write never leaves a folder that looks
 complete. An existing non-empty folder is only replaced with ``overwrite=True``, and only
 when it holds nothing but files this module writes (so a mistaken ``--out ~`` cannot
-delete anything else).
+delete anything else). The folder check (:func:`check_output_folder`, run before any
+simulation) also proves that the location is writable, by creating and removing an empty
+probe folder, so a bad ``--out`` is reported before a long run rather than after it.
+
+A folder given as a symbolic link is written *through* the link: the folder it points to
+is replaced and the link kept (a link to nothing is refused).
+
+A process killed while writing leaves its hidden staging folder
+``.<name>.partial-<pid>-<host>-<hex>`` behind. The next write into the same parent folder
+removes such leftovers, and only those: folders named that way by a process of this host
+that is no longer alive, holding nothing but files jaxstage writes (a retired
+``.<name>.old-...`` folder is removed only once ``<name>`` exists again, since until then it
+may be the only copy of the earlier results). Anything else is never touched.
 
 Example:
     >>> import tempfile, pathlib
@@ -35,13 +47,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import socket
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -299,39 +315,223 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({key: _csv_cell(value) for key, value in row.items()})
 
 
+def _folder_path(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` as a path, refusing names that cannot be a results folder.
+
+    ``Path("")`` is the current folder, so an empty name would silently write (or refuse
+    to write) somewhere the user did not name; ``.`` and ``..`` have no name of their own
+    for the hidden staging sibling, which would land inside the target itself.
+    """
+    text = os.fspath(folder)
+    if not isinstance(text, str):
+        raise TypeError(f"output folder must be a str or path, got {folder!r}")
+    if text == "":
+        raise ValueError("output folder must name a folder, got an empty string ''")
+    path = Path(text)
+    if path.name in ("", ".", ".."):
+        raise ValueError(
+            f"output folder must end in a folder name, got {text!r}; name the folder itself "
+            f"(e.g. {os.path.join(text, 'run')!r})"
+        )
+    return path
+
+
+def _link_target(path: Path) -> Path:
+    """The folder that a write to ``path`` really creates or replaces.
+
+    ``path`` itself, or for a symbolic link the folder it points to: a link is kept and
+    written through (replacing the link by a folder would leave the linked folder stale
+    and surprise whoever set the link up). A link to nothing is refused, since writing
+    would create its target somewhere the user may not expect (an unmounted disk).
+    """
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    if not real.exists():
+        raise ValueError(
+            f"output folder {str(path)!r} is a symbolic link to {str(real)!r}, which does "
+            f"not exist; create that folder or remove the link"
+        )
+    return real
+
+
+def _named(path: Path, real: Path) -> str:
+    """``'path'``, or ``'path' (a link to 'real')`` when a link is written through."""
+    return repr(str(path)) if path == real else f"{str(path)!r} (a link to {str(real)!r})"
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this host, so stale-folder cleanup only judges local PIDs."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _new_tag() -> str:
+    """``<pid>-<host>-<hex>``: unique, and enough to tell later whether its writer lives."""
+    return f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
+
+
+#: Hidden folders :func:`_atomic_folder` and :func:`_check_writable` make: a staging folder
+#: (``partial``), a retired previous folder (``old``) or a write probe. Folders of versions
+#: before the host tag have no ``<host>``.
+_OWN_NAME = re.compile(
+    r"\.(?:(?P<name>.+)\.(?P<kind>partial|old)|jaxstage-(?P<probe>probe))"
+    r"-(?P<pid>\d+)-(?:(?P<host>[0-9a-f]{8})-)?[0-9a-f]{8}"
+)
+
+
+def _check_writable(folder: Path, where: Path) -> None:
+    """Prove that a folder can be made in ``where`` (or, when it does not exist yet, in its
+    nearest existing ancestor, under which it will be created) before any simulation runs.
+
+    Permission bits alone cannot tell (read-only mounts, ``/proc``, ACLs, running as root),
+    so an empty, uniquely named probe folder is created and removed there: exactly the
+    operation the write makes at the end, when a failure would lose the whole run.
+
+    Raises:
+        ValueError: naming ``folder``, the location and the reason.
+    """
+    ancestor = where
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(
+            f"cannot write output folder {str(folder)!r}: {str(ancestor)!r} is not a folder"
+        )
+    probe = ancestor / f".jaxstage-probe-{_new_tag()}"
+    try:
+        probe.mkdir()
+    except OSError as error:
+        raise ValueError(
+            f"cannot write output folder {str(folder)!r}: cannot create a folder in "
+            f"{str(ancestor)!r} ({error.strerror or error})"
+        ) from None
+    with contextlib.suppress(OSError):  # just made and empty; else a later write removes it
+        probe.rmdir()
+
+
 def check_output_folder(folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Check that results may be written to ``folder``; call it before a long run.
 
     Args:
-        folder: the results folder to be written.
+        folder: the results folder to be written (a symbolic link is written through:
+            the folder it points to is checked and replaced, the link kept).
         overwrite: allow replacing an existing non-empty folder.
 
     Returns:
         The folder as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: ``folder`` is a file, or a non-empty folder and ``overwrite`` is false,
-            or it holds something other than result files (never replaced).
+        ValueError: ``folder`` is empty, ``.`` or ``..``, a file, a link to nothing, or a
+            non-empty folder and ``overwrite`` is false, or it holds something other than
+            result files (never replaced), or its location is not writable (a read-only
+            or virtual file system, a path under a regular file, no permission).
     """
-    path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output folder {str(path)!r} exists and is not a folder")
-    if path.is_dir():
-        entries = sorted(entry.name for entry in path.iterdir())
+    path = _folder_path(folder)
+    real = _link_target(path)
+    if real.exists() and not real.is_dir():
+        raise ValueError(f"output folder {_named(path, real)} exists and is not a folder")
+    if real.is_dir():
+        entries = sorted(entry.name for entry in real.iterdir())
         if entries and not overwrite:
             raise ValueError(
-                f"output folder {str(path)!r} already exists and is not empty; "
+                f"output folder {_named(path, real)} already exists and is not empty; "
                 f"pass overwrite=True (--overwrite) or choose another folder"
             )
         foreign = [
-            name for name in entries if name not in RESULT_FILES or not (path / name).is_file()
+            name
+            for name in entries
+            if name not in RESULT_FILES or (real / name).is_symlink() or not (real / name).is_file()
         ]
         if foreign:
             raise ValueError(
-                f"refusing to replace output folder {str(path)!r}: it holds {foreign[:5]}, "
-                f"which are not jaxstage result files ({', '.join(sorted(RESULT_FILES))})"
+                f"refusing to replace output folder {_named(path, real)}: it holds "
+                f"{foreign[:5]}, which are not jaxstage result files "
+                f"({', '.join(sorted(RESULT_FILES))})"
             )
+    _check_writable(path, real.parent)
     return path
+
+
+def _jaxstage_files() -> frozenset[str]:
+    """Every file name a results or study folder may hold (imported late: no cycle)."""
+    from jaxstage.study import STUDY_FILES
+
+    return RESULT_FILES | STUDY_FILES
+
+
+def _remove_if_only(folder: Path, allowed: frozenset[str]) -> list[str]:
+    """Delete ``folder`` if it holds nothing but plain files named in ``allowed``.
+
+    Returns the entries that are not such files, in which case nothing is deleted: a
+    folder jaxstage made can only hold files jaxstage wrote, so anything else means it is
+    not (only) ours. Files are unlinked one by one (no recursive delete that could follow
+    into something unexpected).
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    foreign = sorted(
+        entry.name
+        for entry in entries
+        if entry.name not in allowed or not entry.is_file(follow_symlinks=False)
+    )
+    if foreign:
+        return foreign
+    try:
+        for entry in entries:
+            os.unlink(entry.path)
+        folder.rmdir()
+    except OSError:
+        pass  # something appeared meanwhile, or no permission: keep the rest
+    return []
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still be running (when unsure: yes)."""
+    if os.name != "posix" or pid <= 0 or pid == os.getpid():
+        return True  # os.kill(pid, 0) terminates the process on Windows; never risk it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove the hidden folders interrupted writes of dead processes left in ``parent``.
+
+    A kill during the final write leaves its staging folder behind (a ``finally`` cannot
+    run after ``SIGKILL``); without this, every such kill would leave one for good. Only
+    folders named as this module names them (:data:`_OWN_NAME`), written on this host by
+    a process that is no longer alive, that are real folders holding nothing but files
+    jaxstage writes are removed. A retired ``old`` folder is removed only when the folder
+    it was retired from exists again: before that it may be the only copy of the earlier
+    results. A probe folder is removed only when empty.
+
+    Returns:
+        The folders removed.
+    """
+    host, removed = _host_tag(), []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _OWN_NAME.fullmatch(entry.name)
+        if match is None or match["host"] not in (None, host):
+            continue
+        if not entry.is_dir(follow_symlinks=False) or _process_alive(int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        if match["kind"] == "old" and not os.path.lexists(parent / match["name"]):
+            continue
+        allowed = frozenset() if match["probe"] else _jaxstage_files()
+        if not _remove_if_only(path, allowed) and not os.path.lexists(path):
+            removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -339,35 +539,49 @@ def _atomic_folder(
     folder: str | os.PathLike[str],
     overwrite: bool,
     check: Callable[..., Path] = check_output_folder,
+    allowed: frozenset[str] = RESULT_FILES,
 ) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; rename it to ``folder`` on success.
 
     On any exception the temporary folder is removed and ``folder`` is left as it was.
     An existing ``folder`` is moved aside, the new one renamed in, then the old removed,
     so a complete-looking folder is always either the old or the new one. ``check`` is
-    the folder check (``check(folder, overwrite=...)``), run before and at the end.
+    the folder check (``check(folder, overwrite=...)``), run before and at the end;
+    ``allowed`` the file names it accepts, the only ones deleted from the old folder.
+    A symbolic link is written through (:func:`_link_target`). Staging folders that
+    killed writes left in the same parent are cleaned up first
+    (:func:`_remove_stale_staging`).
     """
     target = check(folder, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = target.parent / f".{target.name}.partial-{tag}"
+    real = _link_target(target)
+    real.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(real.parent)
+    tag = _new_tag()
+    staging = real.parent / f".{real.name}.partial-{tag}"
     staging.mkdir()
     try:
         yield staging
         check(target, overwrite=overwrite)  # nothing appeared meanwhile
-        if target.is_dir() and any(target.iterdir()):
-            retired = target.parent / f".{target.name}.old-{tag}"
-            os.replace(target, retired)
+        if real.is_dir() and any(real.iterdir()):
+            retired = real.parent / f".{real.name}.old-{tag}"
+            os.replace(real, retired)
             try:
-                os.replace(staging, target)
+                os.replace(staging, real)
             except BaseException:
-                os.replace(retired, target)
+                os.replace(retired, real)
                 raise
-            shutil.rmtree(retired, ignore_errors=True)
+            foreign = _remove_if_only(retired, allowed)
+            if foreign:  # appeared after the check: keep them, and say where
+                warnings.warn(
+                    f"kept the previous {str(real)!r} as {str(retired)!r}: it holds "
+                    f"{foreign[:5]}, which jaxstage did not write",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         else:
-            os.replace(staging, target)  # rename(2) replaces an empty directory
+            os.replace(staging, real)  # rename(2) replaces an empty directory
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # made just above: only ours inside
         raise
 
 
@@ -416,7 +630,8 @@ def write_results(
         The folder written.
 
     Raises:
-        ValueError: the folder exists and is not empty (without ``overwrite``), or the
+        ValueError: the folder fails :func:`check_output_folder` (exists and is not empty
+            without ``overwrite``, holds other files, cannot be written there), or the
             labels do not match the runs.
     """
     runs, several = _as_runs(result_or_results)

@@ -35,15 +35,18 @@ from jaxstage.decisions import (
     clip_and_renormalise,
     mean_or_unavailable,
 )
-from jaxstage.games import AnonymousGame, Params, type_counts
+from jaxstage.finiteness import PUBLISHED, check_metrics, check_stages, with_published_check
+from jaxstage.games import AnonymousGame, Params, check_num_actions, type_counts
 from jaxstage.learner import StageLearning
 from jaxstage.metrics import (
+    VECTORISED_DEVIATIONS_UP_TO,
     convergence_stage,
     count_metrics,
     deviation_payoffs,
     distance_to_equilibria,
 )
 from jaxstage.spec import RunSpec, needs_own_estimates
+from jaxstage.wide import Wide, wide_add, wide_from_counts, wide_sum, wide_to_float, wide_zeros
 
 __all__ = [
     "RunSpec",
@@ -59,6 +62,10 @@ __all__ = [
 ]
 
 MAX_AGENTS = 2**31 - 1
+#: The fast kernel pads the population to whole blocks per device; the padded agents'
+#: int32 indices reach ``MAX_PADDED_AGENTS - 1``, so every population up to
+#: :data:`MAX_AGENTS` fits with power-of-two blocks.
+MAX_PADDED_AGENTS = 2**31
 ACTION_DTYPE = jnp.int32
 
 
@@ -79,8 +86,10 @@ class RoundTotals(NamedTuple):
     own_sums: jax.Array | None  # (k, n) float32 payoff sums per action and agent
     own_counts: jax.Array | None  # (k, n) int32 observations per action and agent
     action_sums: jax.Array  # (k,) float32 payoff sum over all agent-rounds per action
-    action_counts: jax.Array  # (k,) int32 agent-rounds per action
+    action_counts: Wide  # (k,) agent-rounds per action, exact past 2**31 (jaxstage.wide)
     last_counts: jax.Array  # (k,) int32 counts of played actions in the latest round
+    nonfinite: jax.Array  # () int32, jaxstage.finiteness: 0 or 1 + the first bad round
+    nonfinite_counts: jax.Array  # (k,) float32 that round's counts
 
 
 def play_round(
@@ -128,6 +137,9 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
         played, counts, payoffs = play_round(
             game, params.game, key, actions, agent_types, explore_prob
         )
+        # Recomputed from the k counts (XLA shares it with play_round's).
+        expected = game.expected_payoffs(params.game, counts.astype(jnp.float32) / n)
+        first_bad = (totals.nonfinite == 0) & ~jnp.all(jnp.isfinite(expected))
         own_sums, own_counts = totals.own_sums, totals.own_counts
         if own:
             onehot = played[None, :] == action_index  # (k, n)
@@ -137,16 +149,22 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
             own_sums=own_sums,
             own_counts=own_counts,
             action_sums=totals.action_sums + jnp.bincount(played, payoffs, length=k),
-            action_counts=totals.action_counts + counts,
+            action_counts=wide_add(totals.action_counts, wide_from_counts(counts)),
             last_counts=counts,
+            nonfinite=jnp.where(first_bad, r + 1, totals.nonfinite),
+            nonfinite_counts=jnp.where(
+                first_bad, counts.astype(jnp.float32), totals.nonfinite_counts
+            ),
         )
 
     start = RoundTotals(
         own_sums=jnp.zeros((k, n), jnp.float32) if own else None,
         own_counts=jnp.zeros((k, n), jnp.int32) if own else None,
         action_sums=jnp.zeros(k, jnp.float32),
-        action_counts=jnp.zeros(k, jnp.int32),
+        action_counts=wide_zeros(k),
         last_counts=jnp.zeros(k, jnp.int32),
+        nonfinite=jnp.int32(0),
+        nonfinite_counts=jnp.zeros(k, jnp.float32),
     )
     return jax.lax.fori_loop(0, params.stage_length[stage], one_round, start)
 
@@ -170,23 +188,33 @@ def _published_distribution(spec, params, key, actions):
 
 
 def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: RoundTotals):
-    """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3)."""
+    """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3), and
+    with ``info="distribution"`` the published counts and the ``(T, k, k)`` payoffs at
+    them (``None`` otherwise)."""
+    n = spec.num_agents
+    if spec.info != "distribution":
+        return _estimates_from_payoffs(spec, key, totals), None, None
+    # Best reply to the published counts with the payoff model.
+    published = _published_distribution(spec, params, key, actions)
+    dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
+    by_alternative = jnp.transpose(dev, (2, 0, 1))  # (k, T, k): [b, type, current]
+    return by_alternative[:, agent_types, actions.astype(jnp.int32)], published, dev
+
+
+def _estimates_from_payoffs(spec, key, totals: RoundTotals):
+    """``(k, n)`` estimates from observed payoffs: one's own, the population's or a
+    sample's (``info`` ``"none"`` or ``"payoffs"``)."""
     n, k = spec.num_agents, spec.num_actions
     if spec.info == "none":
         return mean_or_unavailable(totals.own_sums, totals.own_counts)
     if spec.info == "payoffs":
         if spec.info_sample_size is None:
-            published = mean_or_unavailable(totals.action_sums, totals.action_counts)
+            published = mean_or_unavailable(totals.action_sums, wide_to_float(totals.action_counts))
             return jnp.broadcast_to(published[:, None], (k, n))
         sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
         sample_sums = jnp.sum(totals.own_sums[:, sampled], axis=1, keepdims=True)
         sample_counts = jnp.sum(totals.own_counts[:, sampled], axis=1, keepdims=True)
-        return mean_or_unavailable(totals.own_sums + sample_sums, totals.own_counts + sample_counts)
-    # info == "distribution": best reply to the published counts with the payoff model.
-    published = _published_distribution(spec, params, key, actions)
-    dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
-    by_alternative = jnp.transpose(dev, (2, 0, 1))  # (k, T, k): [b, type, current]
-    return by_alternative[:, agent_types, actions.astype(jnp.int32)]
+    return mean_or_unavailable(totals.own_sums + sample_sums, totals.own_counts + sample_counts)
 
 
 def run_stage(
@@ -205,7 +233,13 @@ def run_stage(
     totals = _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, stage)
 
     info_key, tie_key, update_key = jax.random.split(end_key, 3)
-    estimates = _stage_end_estimates(game, spec, params, info_key, actions, agent_types, totals)
+    estimates, published, dev = _stage_end_estimates(
+        game, spec, params, info_key, actions, agent_types, totals
+    )
+    nonfinite, nonfinite_at = totals.nonfinite, totals.nonfinite_counts
+    if dev is not None:
+        nonfinite = with_published_check(nonfinite, dev)
+        nonfinite_at = jnp.where(nonfinite == PUBLISHED, published, nonfinite_at)
     candidates = choose_candidates(jax.random.uniform(tie_key, actions.shape), estimates, actions)
     adopt = jax.random.uniform(update_key, actions.shape) < params.update_prob
     new_actions = jnp.where(adopt, candidates, actions)
@@ -218,7 +252,9 @@ def run_stage(
         played_counts=totals.last_counts,
         switched_fraction=jnp.mean((new_actions != actions).astype(jnp.float32)),
         realized_mean_payoff=jnp.sum(totals.action_sums)
-        / jnp.maximum(jnp.sum(totals.action_counts), 1).astype(jnp.float32),
+        / jnp.maximum(wide_to_float(wide_sum(totals.action_counts, 0)), 1.0),
+        nonfinite=nonfinite,
+        nonfinite_counts=nonfinite_at.astype(jnp.float32),
     )
     return new_actions, record
 
@@ -524,7 +560,8 @@ def estimate_memory_bytes(
     Reference kernel: the stage actions and their copies, the per-round temporaries
     (random bits, played actions, payoffs) and, when the information mode needs them, the
     per-agent ``(k, n)`` accumulators and stage-end estimates. Fast kernel: int8 stage
-    actions of every row (held twice while a stage rewrites them) plus one row's per-block
+    actions (int16 past 128 actions) of every row (held twice while a stage rewrites
+    them) plus one row's per-block
     temporaries (a sweep runs its rows one after another), including the
     exploration-event slots of a batch (``event_capacity``: as the run would choose from
     ``learner`` when not given), once per device the population is split over.
@@ -536,11 +573,22 @@ def estimate_memory_bytes(
         per_block += 64 * fast.event_slots_per_block(block, capacity)
         if learner.info_sample_size is not None:
             per_block += 64 * min(fast.MAX_BLOCK_SLOTS, learner.info_sample_size * capacity)
-        return int(batch * 3 * (num_agents + block) + devices * per_block + 64 * 2**20)
+        action_bytes = fast.action_dtype(num_actions).itemsize
+        held = batch * 3 * action_bytes * (num_agents + block)
+        return int(held + devices * per_block + _deviation_bytes(num_actions) + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
     if needs_own_estimates(learner.info, learner.info_sample_size):
         per_agent += 24 * num_actions
-    return int(batch * num_agents * per_agent + 64 * 2**20)
+    return int(batch * num_agents * per_agent + batch * _deviation_bytes(num_actions) + 64 * 2**20)
+
+
+def _deviation_bytes(num_actions: int) -> int:
+    """The metrics' deviation payoffs (``metrics.deviation_payoffs``): ``k^3`` values at
+    once up to ``VECTORISED_DEVIATIONS_UP_TO`` actions, ``k^2`` at a time beyond (with
+    their distributions and a few temporaries: 16 bytes each)."""
+    k = num_actions
+    live = k**3 if k <= VECTORISED_DEVIATIONS_UP_TO else k**2
+    return 16 * live
 
 
 def available_memory_bytes() -> int:
@@ -622,28 +670,44 @@ def _parse_initial(initial: Any, num_agents: int, num_actions: int) -> tuple[str
     )
 
 
-def _check_game_params(game: AnonymousGame, overrides: dict | None) -> Params:
+def _check_game_params(
+    game: AnonymousGame, overrides: dict | None, row: int | None = None
+) -> Params:
+    """The game's parameters with ``overrides`` merged in, checked as the game's own
+    constructor checks them (``game.check_params``); ``row`` names a sweep's row."""
     defaults = game.default_params()
     if overrides is None:
         return defaults
+    where = "" if row is None else f" (sweep row {row})"
+    if not isinstance(overrides, dict):
+        raise TypeError(
+            f"game_params{where} must be a dict of parameter values, got {type(overrides).__name__}"
+        )
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise ValueError(
-            f"unknown parameter(s) {unknown} for game {game.name!r}; valid: {sorted(defaults)}"
+            f"unknown parameter(s) {unknown} for game {game.name!r}{where}; valid: "
+            f"{sorted(defaults)}"
         )
-    merged = dict(defaults)
+    merged = {name: np.asarray(value, np.float32) for name, value in defaults.items()}
     for name, value in overrides.items():
-        array = np.asarray(value, dtype=np.float32)
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"game parameter {name!r}{where} must be numeric, got {value!r}"
+            ) from error
         if array.shape != defaults[name].shape:
             raise ValueError(
-                f"game parameter {name!r} must have shape {defaults[name].shape}, got {array.shape}"
+                f"game parameter {name!r}{where} must have shape {defaults[name].shape}, got "
+                f"{array.shape}"
             )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"game parameter {name!r} must be finite, got {array.tolist()}")
-        if name == "noise_std" and np.any(array < 0):
-            raise ValueError(f"noise_std must be >= 0, got {array.tolist()}")
-        merged[name] = jnp.asarray(array)
-    return merged
+        merged[name] = array
+    try:
+        game.check_params(merged)
+    except ValueError as error:
+        raise ValueError(f"{error}{where}") from None
+    return {name: jnp.asarray(value) for name, value in merged.items()}
 
 
 def _chunk_stages(num_stages: int) -> int:
@@ -662,13 +726,32 @@ def _validate_common(game, learner, num_agents, num_stages, eps, delta, hold_sta
         )
     if not isinstance(learner, StageLearning):
         raise TypeError(f"learner must be a jaxstage.StageLearning, got {type(learner).__name__}")
+    check_num_actions(game.num_actions, f"num_actions of game {game.name!r}")
     num_agents = check_int(num_agents, "num_agents", low=1, high=MAX_AGENTS)
     num_stages = check_int(num_stages, "num_stages", low=1)
+    _check_sample_counts(learner, num_stages)
     eps = check_real(eps, "eps", low=0.0)
     delta = check_probability(delta, "delta")
     if hold_stages is not None:
         hold_stages = check_int(hold_stages, "hold_stages", low=1, high=num_stages + 1)
     return num_agents, num_stages, eps, delta, hold_stages
+
+
+def _check_sample_counts(learner: StageLearning, num_stages: int) -> None:
+    """With sampled payoffs, an agent pools the sample's observations of a stage with its
+    own, at most ``(info_sample_size + 1) * stage_length``, in int32 counts: refuse runs
+    where they could overflow (rather than let them wrap)."""
+    m = learner.info_sample_size
+    if m is None or learner.info != "payoffs":
+        return
+    longest = int(learner.stage_lengths(num_stages).max())
+    pooled = (m + 1) * longest
+    if pooled > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"info_sample_size={m:,} with stage_length up to {longest:,} gives up to "
+            f"{pooled:,} pooled observations per agent and stage, above the exact int32 "
+            f"limit {np.iinfo(np.int32).max:,}; use a smaller sample or shorter stages"
+        )
 
 
 def _spec(game, learner, num_agents, num_stages) -> RunSpec:
@@ -808,13 +891,13 @@ def _kernel_spec(
     blocks = math.ceil(num_agents / block_size)
     num_shards = _num_shards(devices, blocks)
     padded = math.ceil(blocks / num_shards) * num_shards * block_size  # whole blocks each
-    if padded > MAX_AGENTS:
-        # Block offsets are int32: the padded population must stay below 2**31.
+    if padded > MAX_PADDED_AGENTS:
+        # Agent indices are int32: every padded agent's index must stay below 2**31.
         raise ValueError(
             f"num_agents={num_agents:,} with block_size={block_size:,} on {num_shards} "
             f"device(s) pads to {padded:,} agents, above the fast kernel's limit of "
-            f"{MAX_AGENTS:,}; use a block size that divides num_agents more closely, fewer "
-            f"devices or kernel='reference'"
+            f"{MAX_PADDED_AGENTS:,}; use a block size that divides num_agents more closely "
+            f"or fewer devices"
         )
     adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
     largest_update_prob = max(row.update_prob for row in rows)
@@ -902,19 +985,58 @@ def _progress_bar(total: int, enabled: bool, description: str):
     return tqdm(total=total, unit="stage", disable=not enabled, desc=description, leave=False)
 
 
-def _drive(spec, initial_fn, chunk_fn, progress, description):
-    """Run all chunks; returns host arrays with a leading batch axis."""
+def _drive(spec, initial_fn, chunk_fn, progress, description, check):
+    """Run all chunks; returns host arrays with a leading batch axis. ``check(metrics,
+    record, first, done)`` sees each chunk's host arrays (``record`` ``None`` for the
+    initial state) and raises to stop the run."""
     actions, stages_key, initial_metrics = initial_fn()
+    initial_metrics = jax.device_get(initial_metrics)
+    check(initial_metrics, None, 0, 1)
     records = []
     with _progress_bar(spec.num_stages, progress, description) as bar:
         for first in range(0, spec.num_stages, spec.chunk_stages):
             actions, record = chunk_fn(actions, stages_key, first)
             records.append(jax.device_get(record))
             done = min(spec.chunk_stages, spec.num_stages - first)
+            check(records[-1].metrics, records[-1], first, done)
             bar.update(done)
             share = np.asarray(records[-1].metrics.best_reply_fraction)[..., done - 1]
             bar.set_postfix(best_reply=f"{float(np.mean(share)):.3f}")
-    return actions, jax.device_get(initial_metrics), records
+    return actions, initial_metrics, records
+
+
+def _finiteness_check(game, spec: RunSpec, row_params: Sequence[Params], batched: bool):
+    """The ``check`` of :func:`_drive`: :class:`~jaxstage.finiteness.NonFinitePayoffError`
+    at the first stage (of the first row) whose payoffs or metrics were not finite."""
+
+    def check(metrics, record, first, done):
+        for i, params in enumerate(row_params):
+            row = i if batched else None
+
+            def take(array, stages=None, i=i):
+                array = np.asarray(array)
+                array = array[i] if batched else array
+                return array if stages is None else array[:stages]
+
+            if record is None:  # the initial state: one unbatched-in-time entry
+                states = (take(metrics.expected_payoffs)[None], take(metrics.nash_gap)[None])
+                counts = take(metrics.counts_by_type)[None]
+                check_metrics(game, params, *states, counts, 0, spec.num_agents, row)
+                continue
+            codes, at = take(record.nonfinite, done), take(record.nonfinite_counts, done)
+            check_stages(game, params, codes, at, first, spec.num_agents, row)
+            check_metrics(
+                game,
+                params,
+                take(metrics.expected_payoffs, done),
+                take(metrics.nash_gap, done),
+                take(metrics.counts_by_type, done),
+                first + 1,
+                spec.num_agents,
+                row,
+            )
+
+    return check
 
 
 def _assemble(
@@ -1164,7 +1286,12 @@ def simulate(
     if kernel == "fast":
         initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=False)
     actions, initial_metrics, records = _drive(
-        spec, initial_fn, chunk_fn, progress, f"{game.name} info={learner.info}"
+        spec,
+        initial_fn,
+        chunk_fn,
+        progress,
+        f"{game.name} info={learner.info}",
+        _finiteness_check(game, spec, [params_game], batched=False),
     )
     config = _config(
         game,
@@ -1259,7 +1386,12 @@ def sweep(
     num_agents, num_stages, eps, delta, hold_stages = _validate_common(
         game, learner, num_agents, num_stages, eps, delta, hold_stages
     )
-    seed_list = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    if isinstance(game_params, dict):
+        raise TypeError(
+            "a sweep's game_params is a list of per-row dicts, e.g. [{'b': [1, 2]}, "
+            "{'b': [2, 1]}] (one dict in a list applies to every row); got a dict"
+        )
+    seed_list = [seeds] if np.ndim(seeds) == 0 else list(seeds)
     lists = {
         "game_params": game_params,
         "explore_prob": explore_prob,
@@ -1288,8 +1420,11 @@ def sweep(
                 "(it selects the noisy code path)"
             )
         learners.append(dataclasses.replace(learner, **changes))
+        _check_sample_counts(learners[-1], num_stages)
     game_rows = [
-        _check_game_params(game, None if rows["game_params"] is None else rows["game_params"][i])
+        _check_game_params(
+            game, None if rows["game_params"] is None else rows["game_params"][i], row=i
+        )
         for i in range(batch)
     ]
     references = _references(game, game_params is not None, reference)
@@ -1339,7 +1474,12 @@ def sweep(
     if kernel == "fast":
         initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=True)
     _, initial_metrics, records = _drive(
-        spec, initial_fn, chunk_fn, progress, f"sweep of {batch} runs"
+        spec,
+        initial_fn,
+        chunk_fn,
+        progress,
+        f"sweep of {batch} runs",
+        _finiteness_check(game, spec, game_rows, batched=True),
     )
     runs = []
     for i in range(batch):

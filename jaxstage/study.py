@@ -45,9 +45,9 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -1273,30 +1273,59 @@ def info_speedup_table(
 # --------------------------------------------------------------------------- writing
 
 
-def check_study_folder(folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Check that a study may be written to ``folder``; called before anything runs.
+def _check_study_output(folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """The checks of the study folder itself (the ``check`` of its atomic write).
 
     Raises:
-        ValueError: ``folder`` is a file; or a non-empty folder without ``overwrite``; or
-            it holds anything but study files (:data:`STUDY_FILES`), which is never
-            replaced.
+        ValueError: see :func:`check_study_folder`.
     """
-    path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output folder {str(path)!r} exists and is not a folder")
-    if path.is_dir():
-        entries = sorted(entry.name for entry in path.iterdir())
-        foreign = [n for n in entries if n not in STUDY_FILES or not (path / n).is_file()]
+    from jaxstage.results import _check_writable, _folder_path, _link_target, _named
+
+    path = _folder_path(folder)
+    real = _link_target(path)  # a link is written through, and kept
+    if real.exists() and not real.is_dir():
+        raise ValueError(f"output folder {_named(path, real)} exists and is not a folder")
+    if real.is_dir():
+        entries = sorted(entry.name for entry in real.iterdir())
+        foreign = [
+            n
+            for n in entries
+            if n not in STUDY_FILES or (real / n).is_symlink() or not (real / n).is_file()
+        ]
         if foreign:
             raise ValueError(
-                f"refusing to write the study into {str(path)!r}: it holds {foreign[:5]}, "
-                f"which are not study files ({', '.join(sorted(STUDY_FILES))})"
+                f"refusing to write the study into {_named(path, real)}: it holds "
+                f"{foreign[:5]}, which are not study files ({', '.join(sorted(STUDY_FILES))})"
             )
         if entries and not overwrite:
             raise ValueError(
-                f"output folder {str(path)!r} already holds a study; pass --overwrite "
+                f"output folder {_named(path, real)} already holds a study; pass --overwrite "
                 f"(overwrite=True) or choose another folder"
             )
+    _check_writable(path, real.parent)
+    return path
+
+
+def check_study_folder(folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check that a study may be written to ``folder``; called before anything runs.
+
+    Besides the folder itself, its journal folder (:func:`partial_folder`) is checked:
+    when it exists it must be one jaxstage made (:func:`_check_journal_folder`), and the
+    place where it is made must be writable, so no mistake surfaces after hours of sweeps.
+
+    Raises:
+        ValueError: ``folder`` is empty, ``.`` or ``..``, a file or a link to nothing; or a
+            non-empty folder without ``overwrite``; or it holds anything but study files
+            (:data:`STUDY_FILES`), which is never replaced; or it (or the journal folder)
+            cannot be written there; or ``<folder>.partial`` exists and holds anything but
+            a journal (never used or deleted).
+    """
+    from jaxstage.results import _check_writable
+
+    path = _check_study_output(folder, overwrite=overwrite)
+    partial = partial_folder(path)
+    _check_journal_folder(partial)
+    _check_writable(partial, partial.parent)  # beside ``folder`` (a link's target may differ)
     return path
 
 
@@ -1696,7 +1725,7 @@ def write_study(
     }
     from jaxstage.results import _atomic_folder
 
-    with _atomic_folder(folder, overwrite, check_study_folder) as staging:
+    with _atomic_folder(folder, overwrite, _check_study_output, STUDY_FILES) as staging:
         (staging / "runs.csv").write_text(_csv_text(runs, RUN_COLUMNS), encoding="utf-8")
         (staging / "convergence.csv").write_text(_csv_text(convergence), encoding="utf-8")
         (staging / "shortest_stage_length.csv").write_text(_csv_text(shortest), encoding="utf-8")
@@ -1725,18 +1754,75 @@ def _sweep_id(exp: Experiment, variant: InfoVariant, n: int, tau: int) -> str:
     return f"{exp.name}|{variant.label}|{n}|{tau}"
 
 
+#: The files a study's journal folder holds; one holding anything else is not jaxstage's.
+JOURNAL_FILES = frozenset({"sweeps.jsonl", "study.json"})
+
+
+def _check_journal_folder(partial: Path) -> bool:
+    """Whether the journal folder ``partial`` exists; refuse it if jaxstage did not make it.
+
+    ``<folder>.partial`` is a plain name a user may well have used; it is only ever read,
+    rewritten or deleted when it is a real folder holding nothing but the journal files
+    (:data:`JOURNAL_FILES`, an empty folder counting as a journal cut short at its start).
+
+    Raises:
+        ValueError: naming the folder and what in it is not a journal file.
+    """
+    if not os.path.lexists(partial):
+        return False
+    if partial.is_symlink() or not partial.is_dir():
+        kind = "a symbolic link" if partial.is_symlink() else "not a folder"
+        raise ValueError(
+            f"{str(partial)!r} is in the way of the study's journal: it is {kind}, not a "
+            f"journal folder made by jaxstage; move it away or choose another --out"
+        )
+    foreign = sorted(
+        entry.name
+        for entry in os.scandir(partial)
+        if entry.name not in JOURNAL_FILES or not entry.is_file(follow_symlinks=False)
+    )
+    if foreign:
+        raise ValueError(
+            f"refusing to use or remove {str(partial)!r}: it holds {foreign[:5]}, which are "
+            f"not files of a study journal ({', '.join(sorted(JOURNAL_FILES))}); move them "
+            f"away or choose another --out"
+        )
+    return True
+
+
+def _remove_journal(partial: Path) -> None:
+    """Delete the journal folder: its journal files one by one, then the folder if empty.
+
+    Never a recursive delete: whatever else appeared in it is kept, with a warning.
+    """
+    for name in sorted(JOURNAL_FILES):
+        (partial / name).unlink(missing_ok=True)
+    try:
+        partial.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        left = sorted(p.name for p in partial.iterdir()) if partial.is_dir() else []
+        warnings.warn(
+            f"kept {str(partial)!r}: it holds {left[:5]}, which are not study journal files",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
     """The partial folder's journal, and the sweeps it already holds (``resume``).
 
     Raises:
         ValueError: a partial folder exists and neither ``resume`` nor ``overwrite`` is
-            given, or it belongs to a different study definition.
+            given, or it belongs to a different study definition, or it holds anything
+            but journal files (:func:`_check_journal_folder`; never used or deleted).
     """
     partial = partial_folder(folder)
     journal, definition = partial / "sweeps.jsonl", partial / "study.json"
     wanted = json.dumps(study.config(), sort_keys=True, default=str)
     done: dict[str, dict[str, Any]] = {}
-    if partial.exists():
+    if _check_journal_folder(partial):
         if resume:
             found = definition.read_text(encoding="utf-8") if definition.is_file() else None
             if found != wanted:
@@ -1754,7 +1840,7 @@ def _open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
             entries = "".join(json.dumps(entry, default=str) + "\n" for entry in done.values())
             journal.write_text(entries, encoding="utf-8")
         elif overwrite:
-            shutil.rmtree(partial)
+            _remove_journal(partial)
         else:
             raise ValueError(
                 f"{str(partial)!r} holds an interrupted run of a study; pass --resume to "
@@ -1785,8 +1871,9 @@ def run_study(
     interrupted study leaves no complete-looking folder. Each finished sweep is appended
     to a journal in ``<folder>.partial/`` (:func:`partial_folder`); with ``resume`` a
     study interrupted earlier skips the sweeps it journalled (same definition only). The
-    journal is removed once the folder is written. ``wall_seconds`` counts the sweeps'
-    own run time, journalled ones included.
+    journal is removed once the folder is written (its files only: a ``<folder>.partial``
+    holding anything else is refused up front and never deleted). ``wall_seconds`` counts
+    the sweeps' own run time, journalled ones included.
 
     ``reuse`` names finished study folders whose matching sweeps are taken instead of
     run again (:func:`reusable_sweeps`), so a study can be extended (more populations,
@@ -1843,5 +1930,5 @@ def run_study(
         plots=plots,
         reused=reused,
     )
-    shutil.rmtree(partial_folder(folder), ignore_errors=True)
+    _remove_journal(partial_folder(folder))  # the journal files only, never anything else
     return written

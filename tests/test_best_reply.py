@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy_reference as ref
 import pytest
 
 import jaxstage as js
+from jaxstage.best_reply import MAX_AGENTS, _pick_group, _uniform_below
 
 # Module-level games and one max_steps: the compiled loop is keyed by the game object and
 # the static step/record limits, so sharing them keeps the number of compilations small.
@@ -196,6 +198,160 @@ def test_solve_equilibrium_default_step_budget():
     assert l1_to_nearest(eq, CONGESTION.equilibria()) <= 0.01
 
 
+# --------------------------------------------------------------------------- large populations
+
+TWO_LINKS = js.make_game("congestion", num_actions=2)  # costs d_0 and 2 d_1
+
+
+def two_link_gap(counts):
+    """The eps-Nash gap of two-link congestion counts in float64 (the exact payoffs)."""
+    return ref.nash_gap(lambda d: -np.array([1.0, 2.0]) * np.asarray(d)[None, :], counts)
+
+
+def assert_counts_valid(result, n):
+    """Counts non-negative and summing to ``n`` at the end and after every recorded step."""
+    assert result.counts.min() >= 0 and result.counts.sum() == n
+    assert result.trajectory_counts.min() >= 0
+    np.testing.assert_array_equal(result.trajectory_counts.sum(axis=1), n)
+    np.testing.assert_array_equal(result.trajectory_counts[-1], result.counts.sum(axis=0))
+    # The float32 rows are the exact counts over n, rounded as the loop always recorded them.
+    np.testing.assert_array_equal(
+        result.trajectory,
+        result.trajectory_counts.astype(np.float32) * (np.float32(1) / np.float32(n)),
+    )
+
+
+def test_simultaneous_above_2_24_agents_moves_every_unhappy_agent():
+    """The reported bug: 2**24 + 3 agents on link 0 gave counts (-1, 2**24 + 4) (float32
+    counts). With inertia 1 all of them are unhappy (link 1 alone costs 2 / n) and all
+    move, then all move back: a 2-cycle, counts exact throughout."""
+    n = 2**24 + 3
+    one = js.best_reply_dynamics(TWO_LINKS, n, mode="simultaneous", initial=0, max_steps=1)
+    np.testing.assert_array_equal(one.counts, [[0, n]])
+    assert_counts_valid(one, n)
+    np.testing.assert_array_equal(one.trajectory_counts, [[n, 0], [0, n]])
+    assert one.steps == 1 and not one.converged
+    assert one.nash_gap == pytest.approx(2.0)  # on link 1 (cost 2), link 0 costs 1 / n
+    cycle = js.best_reply_dynamics(TWO_LINKS, n, mode="simultaneous", initial=0, max_steps=9)
+    assert cycle.cycled and not cycle.converged and cycle.steps == 2
+    np.testing.assert_array_equal(cycle.trajectory_counts, [[n, 0], [0, n], [n, 0]])
+    assert_counts_valid(cycle, n)
+
+
+def test_simultaneous_at_the_largest_population_stays_exact():
+    """2**31 - 1 agents, uniform start (2**30, 2**30 - 1): the link-1 agents all move to
+    link 0, then everyone swings between the links. Before the fix the first step gave
+    (-2**31, -1) and a gap of -inf reported as converged."""
+    n = MAX_AGENTS
+    assert n == 2**31 - 1
+    result = js.best_reply_dynamics(TWO_LINKS, n, mode="simultaneous", max_steps=10)
+    assert_counts_valid(result, n)
+    np.testing.assert_array_equal(
+        result.trajectory_counts, [[2**30, 2**30 - 1], [n, 0], [0, n], [n, 0]]
+    )
+    assert result.cycled and not result.converged
+    assert np.isfinite(result.nash_gap) and result.nash_gap == pytest.approx(1.0)
+    assert two_link_gap(result.counts) == pytest.approx(1.0)
+
+
+def test_simultaneous_with_inertia_at_the_largest_population_converges_truly():
+    """Inertia 1/2 from the uniform start with eps = 1e-3: the reported convergence holds
+    for the exact (float64) payoffs of the final counts, and every step keeps counts valid."""
+    n, eps = MAX_AGENTS, 1e-3
+    for seed in range(2):
+        result = js.best_reply_dynamics(
+            TWO_LINKS, n, mode="simultaneous", inertia=0.5, eps=eps, max_steps=200, seed=seed
+        )
+        assert_counts_valid(result, n)
+        exact = two_link_gap(result.counts)
+        assert np.isfinite(result.nash_gap) and result.nash_gap == pytest.approx(exact, abs=1e-5)
+        assert result.converged and exact <= eps, (seed, result.steps, exact)
+        # From 1/2 the unhappy link-1 agents move by halves to d_0 = 2/3 within 1e-3.
+        assert 2 <= result.steps <= 200
+        assert abs(result.distribution[0] - 2 / 3) <= eps
+
+
+def test_sequential_at_the_largest_population_moves_one_agent_per_step():
+    n = MAX_AGENTS
+    result = js.best_reply_dynamics(TWO_LINKS, n, initial=0, max_steps=5)
+    assert_counts_valid(result, n)
+    np.testing.assert_array_equal(result.trajectory_counts[:, 1], np.arange(6))
+    assert not result.converged and np.isfinite(result.nash_gap)
+
+
+def test_small_simultaneous_runs_are_bitwise_unchanged_by_the_fix():
+    """Totals up to 2**16 agents draw as before the exact binomial (one draw per group):
+    steps, counts, gap and trajectory bits recorded with the code before the fix."""
+    cases = [
+        (BEAUTY, 400, 0.3, 1, MAX_STEPS, 30, [[400, 0, 0, 0, 0]], 0.0, 103337542250),
+        (ADOPTION, 1000, 0.3, 5, MAX_STEPS, 16, [[0, 300], [0, 400], [300, 0]], 0.0, 35889602385),
+        (
+            CONGESTION,
+            2**16,
+            0.5,
+            0,
+            50,
+            50,
+            [[4439, 34844, 17624, 8629]],
+            0.99560546875,
+            213116251136,
+        ),
+    ]
+    for game, n, inertia, seed, max_steps, steps, counts, gap, bits in cases:
+        result = js.best_reply_dynamics(
+            game, n, mode="simultaneous", inertia=inertia, seed=seed, max_steps=max_steps
+        )
+        assert result.steps == steps and result.nash_gap == gap, game.name
+        np.testing.assert_array_equal(result.counts, counts)
+        assert int(result.trajectory.view(np.uint32).sum(dtype=np.uint64)) == bits, game.name
+
+
+def test_pick_group_draws_in_proportion_to_integer_weights():
+    """Exact integer weights: zero weights never drawn, others in proportion (Z = 5)."""
+    weights = jnp.array([0, 3, 0, 5, 2], jnp.int32)
+    size = 100_000
+    keys = jax.random.split(jax.random.key(0), size)
+    picks = np.asarray(jax.jit(jax.vmap(lambda key: _pick_group(key, weights)))(keys))
+    share = np.bincount(picks, minlength=5) / size
+    expected = np.array([0, 3, 0, 5, 2]) / 10
+    assert share[0] == 0 and share[2] == 0
+    np.testing.assert_allclose(share, expected, atol=5 * np.sqrt(0.25 / size))
+    # Weights near 2**31: no float rounding, the sum is exact in int32.
+    big = jnp.array([2**30, 0, 2**30 - 1], jnp.int32)
+    picks = np.asarray(jax.jit(jax.vmap(lambda key: _pick_group(key, big)))(keys))
+    assert set(np.unique(picks)) == {0, 2}
+    assert abs(np.mean(picks == 0) - 2**30 / (2**31 - 1)) <= 5 * np.sqrt(0.25 / size)
+    assert int(_pick_group(jax.random.key(1), jnp.array([0, 0, 0, 7], jnp.int32))) == 3
+
+
+def test_uniform_below_is_exactly_uniform():
+    """At 3 * 2**29 ``jax.random.randint`` gives [0, 2**30) probability 3/4 instead of
+    2/3 (one 32-bit word modulo the span); the rejection sampler gives 2/3 (Z = 5)."""
+    size = 100_000
+    keys = jax.random.split(jax.random.key(2), size)
+
+    def sample(bound):
+        draw = jax.jit(jax.vmap(lambda key: _uniform_below(key, jnp.int32(bound))))
+        return np.asarray(draw(keys), np.int64)
+
+    values = sample(3 * 2**29)
+    assert values.min() >= 0 and values.max() < 3 * 2**29
+    assert abs(np.mean(values < 2**30) - 2 / 3) <= 5 * np.sqrt(2 / 9 / size)
+    values = sample(2**31 - 1)
+    assert values.min() >= 0 and values.max() < 2**31 - 1
+    assert abs(values.mean() / (2**31 - 2) - 0.5) <= 5 * np.sqrt(1 / 12 / size)
+    values = sample(3)
+    np.testing.assert_allclose(np.bincount(values) / size, 1 / 3, atol=5 * np.sqrt(2 / 9 / size))
+    assert not sample(1).any()
+
+
+def test_record_interval_beyond_int32_records_the_start_only():
+    """An interval above 2**31 - 1 used to overflow the loop's int32 step arithmetic."""
+    result = js.best_reply_dynamics(CONGESTION, 100, record_every=2**40, max_steps=MAX_STEPS)
+    assert result.converged and result.trajectory.shape == (1, 4)
+    np.testing.assert_array_equal(result.trajectory_counts, [[25, 25, 25, 25]])
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -227,6 +383,8 @@ def test_best_reply_dynamics_validation(kwargs, error, match):
 def test_best_reply_dynamics_validation_population_and_game():
     with pytest.raises(ValueError, match=r"num_agents .*got 0"):
         js.best_reply_dynamics(CONGESTION, 0)
+    with pytest.raises(ValueError, match=r"num_agents .*got 2147483648"):
+        js.best_reply_dynamics(CONGESTION, 2**31)
     with pytest.raises(TypeError, match=r"num_agents must be an integer, got 2\.5"):
         js.best_reply_dynamics(CONGESTION, 2.5)
     with pytest.raises(TypeError, match="game must be an AnonymousGame, got str"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -251,8 +252,9 @@ def test_demo_small(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "DEMO_ROUNDS", 100)  # none: 2 stages, payoffs: 20
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "results.csv").write_text("stale\n")  # a previous demo: replaced without asking
-    assert main(["demo", "--agents", "1000", "--out", str(out), "--no-progress"]) == 0
+    (out / "results.csv").write_text("stale\n")  # a previous demo: replaced with --overwrite
+    argv = ["demo", "--agents", "1000", "--out", str(out), "--no-progress", "--overwrite"]
+    assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "== info=none" in stdout and "== info=payoffs" in stdout
     assert stdout.count("reference equilibrium [0.48, 0.24, 0.16, 0.12]") == 3
@@ -262,3 +264,80 @@ def test_demo_small(tmp_path, monkeypatch, capsys):
     assert [run["total_rounds"] for run in summary["runs"]] == [100, 100]
     assert (out / "plot.png").exists()
     assert (out / "results.csv").read_text().startswith("run,label,game,")
+
+
+def _no_simulation(monkeypatch) -> None:
+    """Make any simulation fail loudly: the checks under test must come before one."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a simulation started before the output folder was checked")
+
+    monkeypatch.setattr(js, "simulate", refuse)
+    monkeypatch.setattr(js, "best_reply_dynamics", refuse)
+
+
+def test_demo_refuses_an_existing_folder_without_overwrite(tmp_path, monkeypatch, capsys):
+    _no_simulation(monkeypatch)
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "results.csv").write_text("an earlier demo\n")
+    assert main(["demo", "--agents", "1000", "--out", str(out), "--no-progress"]) == 2
+    err = _error(capsys)
+    assert str(out) in err and "not empty" in err and "--overwrite" in err
+    assert (out / "results.csv").read_text() == "an earlier demo\n"
+
+
+# --------------------------------------------------------------------------- output folders
+
+COMMANDS = {
+    "run": ["run", *SMALL],
+    "br": ["br", "--agents", "100"],
+    "demo": ["demo", "--agents", "1000", "--no-progress"],
+    "study": ["study", "--quick", "--no-progress"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_empty_out_is_refused(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _no_simulation(monkeypatch)
+    assert main([*COMMANDS[command], "--out", ""]) == 2
+    err = _error(capsys)
+    assert err.startswith("jaxstage: error: --out") and "must name a folder, got an empty" in err
+    assert list(tmp_path.iterdir()) == []  # not the default folder either
+
+
+def test_empty_out_in_a_config_file_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _no_simulation(monkeypatch)
+    (tmp_path / "run.toml").write_text('[run]\nout = ""\n')
+    assert main(["run", "--config", "run.toml", "--no-progress"]) == 2
+    assert "out = in [run]) must name a folder" in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_unwritable_out_is_refused_before_running(command, tmp_path, monkeypatch, capsys):
+    _no_simulation(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    outs = [tmp_path / "file" / "out"]
+    if Path("/proc/self").is_dir():
+        outs.append(Path("/proc/jaxstage-test"))
+    for out in outs:
+        assert main([*COMMANDS[command], "--out", str(out)]) == 2
+        err = _error(capsys)
+        assert f"cannot write output folder {str(out)!r}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[game]\nname = "congestion" # caf\u00e9\n'.encode("latin-1"))
+    assert main(["run", "--config", str(path), "--no-progress"]) == 2
+    err = _error(capsys)
+    assert str(path) in err and "not UTF-8" in err and "0xe9" in err
+
+
+def test_empty_config_is_refused(capsys):
+    assert main(["run", "--config", "", *SMALL, "--no-plot"]) == 2
+    assert "--config names no file" in _error(capsys)

@@ -36,7 +36,9 @@ def random_case(rng, k, cells, n):
     return uniforms, cell_estimates, cell, current
 
 
-@pytest.mark.parametrize("k, cells", [(2, 1), (3, 6), (8, 1), (8, 24), (32, 4)])
+@pytest.mark.parametrize(
+    "k, cells", [(2, 1), (3, 6), (8, 1), (8, 24), (32, 4), (33, 3), (200, 2), (1024, 2)]
+)
 def test_shared_and_per_agent_candidates_follow_the_tie_rule(k, cells):
     rng = np.random.default_rng(k * 100 + cells)
     uniforms, cell_estimates, cell, current = random_case(rng, k, cells, 4000)

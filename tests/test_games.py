@@ -154,7 +154,7 @@ def test_type_counts_sum_exactly_and_follow_shares():
 @pytest.mark.parametrize(
     "name, params, message",
     [
-        ("congestion", dict(num_actions=1), "num_actions must be in \\[2, inf\\), got 1"),
+        ("congestion", dict(num_actions=1), "num_actions must be in \\[2, 1024\\], got 1"),
         ("congestion", dict(b=[1, 0, 1, 1]), "b must be > 0"),
         ("congestion", dict(p=-1.0), "p must be a finite number in \\(0, inf\\), got -1.0"),
         ("congestion", dict(noise_std=-0.1), "noise_std must be a finite number in \\[0, inf\\)"),

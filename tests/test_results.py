@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,3 +311,158 @@ def test_write_best_reply(tmp_path):
         write_best_reply(result, folder)
     with pytest.raises(TypeError, match="BestReplyResult"):
         write_best_reply("nope", tmp_path / "other")
+
+
+# --------------------------------------------------------------------------- folder safety
+
+
+def test_unwritable_location_is_refused_up_front(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cases = {
+        tmp_path / "file" / "run": "is not a folder",  # a path under a regular file
+        tmp_path / "file" / "a" / "run": "is not a folder",
+    }
+    if Path("/proc/self").is_dir():  # a virtual file system: no folders can be made there
+        cases[Path("/proc/jaxstage-test")] = "cannot create a folder in '/proc'"
+    for folder, reason in cases.items():
+        with pytest.raises(ValueError, match="cannot write output folder") as error:
+            results.check_output_folder(folder)
+        assert str(folder) in str(error.value) and reason in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no probe left behind
+    results.check_output_folder(tmp_path / "new" / "deeper" / "run")  # parents made later
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_folder_is_refused_up_front(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=r"cannot write output folder .*locked.*Permission"):
+            results.check_output_folder(locked / "run")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_read_only_file_system_is_refused_up_front(tmp_path, monkeypatch):
+    """As a read-only mount answers (root included): creating any entry fails with EROFS."""
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self, *args, **kwargs):
+        if self.parent == tmp_path:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    with pytest.raises(ValueError, match=r"cannot write output folder .*run.*Read-only"):
+        results.check_output_folder(tmp_path / "run")
+    with pytest.raises(ValueError, match="Read-only"):
+        write_best_reply(js.best_reply_dynamics(js.make_game("congestion"), 30), tmp_path / "br")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "out/.."])
+def test_folder_names_that_name_no_folder_are_refused(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="must (name a folder|end in a folder name)"):
+        results.check_output_folder(name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_stale_staging_folders_of_dead_processes_are_cleaned_up(tmp_path, congestion_runs):
+    dead, host = _dead_pid(), results._host_tag()
+    stale = tmp_path / f".out.partial-{dead}-{host}-0123abcd"  # killed while writing
+    legacy = tmp_path / f".other.partial-{dead}-89abcdef"  # older versions: no host tag
+    for folder in (stale, legacy):
+        folder.mkdir()
+        (folder / "results.csv").write_text("cut short")
+    kept = {
+        # a live process (this one) may still be writing it
+        tmp_path / f".out.partial-{os.getpid()}-{host}-11111111": "results.csv",
+        # another host's PIDs say nothing here
+        tmp_path / f".out.partial-{dead}-ffffffff-22222222": "results.csv",
+        # something that is not a jaxstage file
+        tmp_path / f".out.partial-{dead}-{host}-33333333": "notes.txt",
+        # the only copy of earlier results (killed between the two renames)
+        tmp_path / f".gone.old-{dead}-{host}-44444444": "summary.json",
+        # not jaxstage's name pattern
+        tmp_path / f".out.partial-{dead}": "results.csv",
+        tmp_path / "out.partial-1-0123abcd": "results.csv",
+    }
+    for folder, name in kept.items():
+        folder.mkdir()
+        (folder / name).write_text("keep")
+    write_results(congestion_runs[0], tmp_path / "out", plot=False)
+    assert not stale.exists() and not legacy.exists()
+    for folder, name in kept.items():
+        assert (folder / name).read_text() == "keep", folder
+    assert {p.name for p in tmp_path.iterdir()} == {"out", *(p.name for p in kept)}
+
+
+def test_a_retired_folder_is_removed_once_its_successor_exists(tmp_path, congestion_runs):
+    dead, host = _dead_pid(), results._host_tag()
+    write_results(congestion_runs[0], tmp_path / "done", plot=False)
+    retired = tmp_path / f".done.old-{dead}-{host}-0123abcd"  # killed before removing it
+    retired.mkdir()
+    (retired / "summary.json").write_text("{}")
+    write_results(congestion_runs[0], tmp_path / "next", plot=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done", "next"]
+
+
+def test_symlinked_folder_is_written_through_and_kept(tmp_path, congestion_runs):
+    real = write_results(congestion_runs[0], tmp_path / "data" / "run", plot=False)
+    link = tmp_path / "latest"
+    link.symlink_to(real, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"latest.*a link to .*run.*not empty"):
+        write_results(congestion_runs[1], link, plot=False)
+    write_results(congestion_runs[1], link, plot=False, overwrite=True)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    summary = json.loads((real / "summary.json").read_text())
+    assert summary["runs"][0]["info"] == "payoffs"  # the linked folder has the new results
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "latest"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["run"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "to-empty").symlink_to(empty, target_is_directory=True)
+    write_results(congestion_runs[0], tmp_path / "to-empty", plot=False)
+    assert (tmp_path / "to-empty").is_symlink() and (empty / "results.csv").exists()
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"'.*dangling' is a symbolic link to '.*nowhere'"):
+        write_results(congestion_runs[0], tmp_path / "dangling", plot=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_symlinked_file_is_not_a_result_file(tmp_path, congestion_runs):
+    folder = write_results(congestion_runs[0], tmp_path / "out", plot=False)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep me")
+    (folder / "results.csv").unlink()
+    (folder / "results.csv").symlink_to(mine)
+    with pytest.raises(ValueError, match="results.csv"):
+        write_results(congestion_runs[0], folder, plot=False, overwrite=True)
+    assert mine.read_text() == "keep me"
+
+
+def test_something_that_appears_in_the_old_folder_is_kept(tmp_path, monkeypatch, congestion_runs):
+    folder = write_results(congestion_runs[0], tmp_path / "out", plot=False)
+    real_replace = os.replace
+
+    def replace_after_a_late_file(src, dst):
+        if os.fspath(src) == os.fspath(folder):  # right after the last check
+            (folder / "late.txt").write_text("mine")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", replace_after_a_late_file)
+    with pytest.warns(RuntimeWarning, match="late.txt"):
+        write_results(congestion_runs[1], folder, plot=False, overwrite=True)
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.old-")]
+    assert (kept / "late.txt").read_text() == "mine"

@@ -236,7 +236,7 @@ def test_initial_conditions():
         (dict(initial=np.full(600, 5)), ValueError, "initial actions must lie in \\[0, 2\\]"),
         (dict(game_params={"c": 1.0}), ValueError, "unknown parameter\\(s\\) \\['c'\\]"),
         (dict(game_params={"b": [1.0, 2.0]}), ValueError, "must have shape \\(3,\\)"),
-        (dict(game_params={"noise_std": -1.0}), ValueError, "noise_std must be >= 0"),
+        (dict(game_params={"noise_std": -1.0}), ValueError, "'noise_std' .* must be >= 0"),
         (dict(hold_stages=0), ValueError, "hold_stages must be in"),
     ],
 )

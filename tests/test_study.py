@@ -654,3 +654,83 @@ def test_redraw_plots_from_the_tables_only(tmp_path):
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix != ".png"} == tables
     with pytest.raises(ValueError, match="not a finished study folder"):
         st.redraw_plots(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------- folder safety
+
+
+def _foreign_partial(tmp_path):
+    """``S.partial`` made by the user, not by jaxstage (the name is an ordinary one)."""
+    partial = st.partial_folder(tmp_path / "S")
+    partial.mkdir()
+    (partial / "thesis.txt").write_text("years of work")
+    return partial
+
+
+def test_overwrite_never_deletes_a_partial_folder_jaxstage_did_not_make(tmp_path, monkeypatch):
+    partial = _foreign_partial(tmp_path)
+    calls = _interrupt_after(monkeypatch, 5)
+    for flags in ({"overwrite": True}, {"resume": True}, {}):
+        with pytest.raises(ValueError, match=r"S\.partial.*thesis\.txt") as error:
+            st.run_study(TWO_SWEEPS, tmp_path / "S", progress=False, plots=False, **flags)
+        assert "--overwrite" not in str(error.value)  # it would not help
+    assert calls == []  # refused before any sweep
+    assert (partial / "thesis.txt").read_text() == "years of work"
+    # A journal folder that holds a journal and more is not removed either.
+    (partial / "sweeps.jsonl").write_text("")
+    with pytest.raises(ValueError, match="thesis.txt"):
+        st.check_study_folder(tmp_path / "S", overwrite=True)
+    assert (partial / "thesis.txt").exists()
+
+
+def test_cli_overwrite_keeps_a_foreign_partial_folder(tmp_path, capsys):
+    partial = _foreign_partial(tmp_path)
+    assert main(["study", "--quick", "--out", str(tmp_path / "S"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert str(partial) in err and "thesis.txt" in err
+    assert (partial / "thesis.txt").read_text() == "years of work"
+    (partial / "thesis.txt").unlink()
+    partial.rmdir()
+    partial.write_text("a file of that name")
+    assert main(["study", "--quick", "--out", str(tmp_path / "S"), "--overwrite"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert partial.read_text() == "a file of that name"
+
+
+def test_the_end_of_a_study_removes_only_the_journal(tmp_path, monkeypatch):
+    folder = tmp_path / "S"
+    real, partial = REAL_RUN_SWEEP, st.partial_folder(folder)
+
+    def adds_a_file(exp, variant, n, tau, seeds, **kwargs):
+        (partial / "notes.txt").write_text("mine")  # dropped in while the study ran
+        return real(exp, variant, n, tau, seeds, **kwargs)
+
+    monkeypatch.setattr(st, "run_sweep", adds_a_file)
+    with pytest.warns(RuntimeWarning, match="notes.txt"):
+        st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
+    assert (folder / "runs.csv").exists()
+    assert sorted(p.name for p in partial.iterdir()) == ["notes.txt"]
+
+
+def test_study_location_must_be_writable(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write output folder .*file.*not a folder"):
+        st.check_study_folder(tmp_path / "file" / "S")
+    assert main(["study", "--quick", "--out", str(tmp_path / "file" / "S")]) == 2
+    assert "cannot write output folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="empty string"):
+        st.check_study_folder("")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_symlinked_study_folder_is_written_through(tmp_path):
+    runs = [run_row(100)]
+    real = st.write_study(
+        tmp_path / "real", TINY, runs, [], wall_seconds=0, command="one", plots=False
+    )
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    st.write_study(link, TINY, runs, [], wall_seconds=0, command="two", overwrite=True, plots=False)
+    assert link.is_symlink()
+    assert "two" in (real / "config.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 __all__ = ["triple32", "stream_key", "random_bits", "uniform", "randint", "normal"]
 
+_BELOW_ONE = 1.0 - 2.0**-24
 _INV_2_24 = 1.0 / 2**24
 
 
@@ -63,6 +64,16 @@ def randint(key: jax.Array, index: jax.Array, upper: int) -> jax.Array:
 
 
 def normal(key: jax.Array, index: jax.Array) -> jax.Array:
-    """Standard normals, float32, from the inverse normal CDF of an open-interval uniform."""
-    open_uniform = ((random_bits(key, index) >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
-    return jax.scipy.special.ndtri(open_uniform)
+    """Standard normals, float32, from the inverse normal CDF of an open-interval uniform.
+
+    For the top 24-bit word ``(2**24 - 0.5) / 2**24`` rounds to 1.0 in float32, where
+    ``ndtri`` is ``+inf`` (one draw in ``2**24``): it is clamped to the largest float32
+    below 1 (``z = 5.29``); every other word keeps its value, so every finite draw is
+    unchanged."""
+    return normal_from_bits(random_bits(key, index))
+
+
+def normal_from_bits(bits: jax.Array) -> jax.Array:
+    """The standard normal :func:`normal` makes of 32 random bits (their top 24)."""
+    open_uniform = ((bits >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
+    return jax.scipy.special.ndtri(jnp.minimum(open_uniform, _BELOW_ONE))

@@ -126,6 +126,22 @@ def _counts_by_type(spec: RunSpec, actions: jax.Array, types: jax.Array | None) 
     return jnp.bincount(flat, length=spec.num_types * k).astype(jnp.int32).reshape(-1, k)
 
 
+def _payoff_sums(played: jax.Array, payoffs: jax.Array, k: int) -> jax.Array:
+    """``(k,)`` sums of the round's payoffs by played action. On a CPU a weighted
+    ``bincount`` (a scatter-add, run in index order there); elsewhere a masked reduction,
+    since a GPU runs float scatter-adds as atomics whose order, and so whose rounding,
+    changes from run to run (``events.on_cpu_or_elsewhere``)."""
+
+    def by_scatter(played, payoffs):
+        return jnp.bincount(played, payoffs, length=k)
+
+    def by_reduction(played, payoffs):
+        mine = played[None, :] == jnp.arange(k, dtype=played.dtype)[:, None]
+        return jnp.sum(jnp.where(mine, payoffs[None, :], 0.0), axis=1)
+
+    return events.on_cpu_or_elsewhere(played, payoffs, cpu=by_scatter, elsewhere=by_reduction)
+
+
 def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, stage):
     n, k = spec.num_agents, spec.num_actions
     own = spec.needs_own_estimates
@@ -148,7 +164,7 @@ def _play_stage_rounds(game, spec, params, rounds_key, actions, agent_types, sta
         return RoundTotals(
             own_sums=own_sums,
             own_counts=own_counts,
-            action_sums=totals.action_sums + jnp.bincount(played, payoffs, length=k),
+            action_sums=totals.action_sums + _payoff_sums(played, payoffs, k),
             action_counts=wide_add(totals.action_counts, wide_from_counts(counts)),
             last_counts=counts,
             nonfinite=jnp.where(first_bad, r + 1, totals.nonfinite),

@@ -277,3 +277,18 @@ def test_the_largest_population_runs_on_the_fast_kernel():
     assert abs(result.distribution[-1, 0] - moved) < 1e-5
     assert result.distribution[-1].sum() == 1.0
     assert abs(result.switched_fraction[0] - moved) < 1e-5
+
+
+def test_the_reference_kernel_has_no_float_scatter_off_the_cpu():
+    # A GPU runs float scatter-adds as atomics in a changing order: the population's
+    # payoff sums by action are a masked reduction there, the same sums.
+    from jaxstage.simulation import _payoff_sums
+
+    played = jnp.asarray(np.random.default_rng(1).integers(0, 5, 1000), jnp.int32)
+    payoffs = jnp.asarray(np.random.default_rng(2).normal(size=1000), jnp.float32)
+    fn = jax.jit(lambda a, b: _payoff_sums(a, b, 5))
+    cuda = fn.trace(played, payoffs).lower(lowering_platforms=("cuda",)).as_text()
+    assert "scatter" not in cuda and "reduce" in cuda
+    assert "scatter" in fn.trace(played, payoffs).lower(lowering_platforms=("cpu",)).as_text()
+    expected = np.bincount(np.asarray(played), np.asarray(payoffs, np.float64), minlength=5)
+    np.testing.assert_allclose(np.asarray(fn(played, payoffs)), expected, rtol=1e-5)

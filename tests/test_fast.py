@@ -310,6 +310,7 @@ def test_fast_kernel_refuses_a_padded_population_past_int32():
             1,
             kernel="fast",
             block_size=3 * 2**16,
+            devices=1,
         )
 
 

@@ -69,8 +69,10 @@ def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Ar
     return jnp.where(keep, current, drawn)
 
 
-#: Up to this many actions :func:`choose_candidates` unrolls its loops over actions; beyond,
-#: it reduces over the action axis, so that the program does not grow with k.
+#: Up to this many actions loops over actions are unrolled into elementwise operations
+#: (faster on a CPU at small k: :func:`choose_candidates`, and the fast kernel's per-round
+#: sums, noise and initial draw); beyond, they reduce or vectorise over an action axis, so
+#: that the program does not grow with k (1024 actions would unroll 1024 times).
 UNROLLED_UP_TO_ACTIONS = 32
 
 

@@ -55,6 +55,7 @@ from jaxstage import counter_rng as crng
 from jaxstage import events as ev
 from jaxstage import exact_sum
 from jaxstage.decisions import (
+    UNROLLED_UP_TO_ACTIONS,
     StageRecord,
     choose_candidates,
     choose_shared_candidates,
@@ -126,11 +127,6 @@ def adopter_capacity(block_size: int, update_prob: float) -> int:
     step = 2 ** max(5, math.floor(math.log2(target)) - 2)
     return int(min(math.ceil(target / step) * step, -(-block_size // 32) * 32))
 
-
-#: Up to this many actions, loops over actions are unrolled into elementwise operations
-#: (faster on a CPU at small k); beyond, they are vectorised over an action axis, so that
-#: the program does not grow with k (1024 actions would unroll 1024 times).
-UNROLLED_UP_TO_ACTIONS = 32
 
 #: Pass 1 counts each round's (type, own action, drawn action) transitions with one
 #: scatter up to this many actions (a table of ``rounds * T * k^2`` cells), instead of two

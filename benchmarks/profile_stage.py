@@ -11,7 +11,8 @@ its LLVM IR in ``*<fusion>_kernel_module.ir-with-opt.ll`` (vector types such as
 Usage::
 
     .venv/bin/python benchmarks/profile_stage.py --agents 1048576 --actions 8 \\
-        --stage-length 50 --stages 5 [--info none] [--fast-path auto] [--dump DIR]
+        --stage-length 50 --stages 5 [--info none] [--fast-path auto] [--update-prob 0.1] \\
+        [--devices 1] [--dump DIR]
 
 Times come from one traced run on a shared machine: read them as shares, not rates.
 """
@@ -64,6 +65,12 @@ def main() -> None:
     parser.add_argument("--info", default="none", choices=["none", "payoffs", "distribution"])
     parser.add_argument("--fast-path", default="auto", choices=["auto", "events", "rounds"])
     parser.add_argument("--block-size", type=int, help="agents per block (default: automatic)")
+    parser.add_argument(
+        "--update-prob", type=float, help="update probability (default: the benchmarks' 0.1)"
+    )
+    parser.add_argument(
+        "--devices", type=int, default=1, help="JAX CPU devices (jaxstage.use_cpu_cores)"
+    )
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--dump", metavar="DIR", help="also dump the optimised HLO and LLVM IR")
     args = parser.parse_args()
@@ -78,9 +85,11 @@ def main() -> None:
 
     import jaxstage as js
 
+    js.use_cpu_cores(args.devices)
+    update_prob = UPDATE_PROB if args.update_prob is None else args.update_prob
     game = js.make_game(GAME, num_actions=args.actions)
     learner = js.StageLearning(
-        stage_length=args.stage_length, explore_prob=0.05, update_prob=UPDATE_PROB, info=args.info
+        stage_length=args.stage_length, explore_prob=0.05, update_prob=update_prob, info=args.info
     )
 
     def run(seed: int) -> None:
@@ -104,7 +113,8 @@ def main() -> None:
     overall = sum(total.values())
     print(
         f"agents={int(args.agents):,} k={args.actions} tau={args.stage_length} "
-        f"stages={args.stages} info={args.info} fast_path={args.fast_path}; jax {jax.__version__}"
+        f"stages={args.stages} info={args.info} fast_path={args.fast_path} "
+        f"update_prob={update_prob} devices={args.devices}; jax {jax.__version__}"
     )
     print(f"leaf XLA operations: {overall / 1e3:,.1f} ms in all (summed over threads)")
     for name, micros in total.most_common(args.top):

@@ -868,7 +868,7 @@ def fast_stage(
     (left ``None`` here): outside ``shard_map``, the same program computes them whatever
     the sharding, so even their float rounding does not depend on it.
     """
-    n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
+    k, num_types = spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
 
     if spec.event_capacity == 0:
@@ -880,27 +880,10 @@ def fast_stage(
         stage_counts_by_type = _total(spec, stage_counts_by_type)
     # Every shard needs the whole population's counts; from here on, the round payoffs
     # and every population-level value are the same on all shards.
-    counts_by_round = _total(spec, counts_by_round)
-    counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
-    played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
-    round_payoffs = jax.vmap(
-        lambda c: game.expected_payoffs(params.game, c.astype(jnp.float32) / n)
-    )(played_counts)  # (R, T, k)
-    in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
-    counts_in_stage = jnp.where(in_stage, counts_by_round, 0)
-    # Agent-rounds per action reach n * stage_length, past int32: summed exactly in 64
-    # bits, then float32 (exact to 2**24, as the int32 sum was where it did not overflow).
-    action_rounds = wide_sum(counts_in_stage, (0, 1))  # (k,)
-    action_counts = wide_to_float(action_rounds)
-    total_rounds = wide_to_float(wide_sum(action_rounds, 0))
-    nonfinite = first_nonfinite_round(round_payoffs, stage_length)
-    population_noise = crng.normal(
-        crng.stream_key(seed, stage, _POP_NOISE), jnp.arange(k, dtype=jnp.uint32)
-    )
-    action_sums = jnp.sum(jnp.where(in_stage, counts_by_round * round_payoffs, 0.0), axis=(0, 1))
-    action_sums = (
-        action_sums + params.game["noise_std"] * jnp.sqrt(action_counts) * population_noise
-    )
+    population = stage_population(game, spec, params, seed, stage, _total(spec, counts_by_round))
+    round_payoffs = population.round_payoffs
+    action_sums, action_counts = population.action_sums, population.action_counts
+    nonfinite = population.nonfinite
 
     if spec.event_capacity == 0:
         stage_counts = _total(spec, _stage_action_counts(spec, actions))
@@ -918,12 +901,11 @@ def fast_stage(
             round_payoffs,
             stage_length,
         )
+    published = by_alternative = None
     if spec.info == "distribution":
-        published = _published_counts(spec, params, seed, stage, actions, stage_counts)
-        by_alternative = jnp.transpose(
-            deviation_payoffs(game, params.game, published, n), (2, 0, 1)
-        )  # (k, T, k): [b, type, current]
-        nonfinite = with_published_check(nonfinite, by_alternative)
+        published, by_alternative, nonfinite = published_payoffs(
+            game, spec, params, seed, stage, actions, stage_counts, nonfinite
+        )
 
     if spec.filter_adopters:
         new_actions, switched, changed_counts = _adopter_decisions(
@@ -932,17 +914,7 @@ def fast_stage(
         switched = _total(spec, switched)
         new_counts = stage_counts_by_type + _total(spec, changed_counts)
     else:
-        if spec.info == "payoffs" and not spec.needs_own_estimates:  # exact payoffs
-            cell_estimates = mean_or_unavailable(action_sums, action_counts)[None, :]
-
-            def cell_of(types, current):
-                return jnp.zeros_like(current)
-
-        elif spec.info == "distribution":  # [type * k + current, alternative]
-            cell_estimates = by_alternative.reshape(k, num_types * k).T
-
-            def cell_of(types, current):
-                return types * k + current
+        shared = None if spec.needs_own_estimates else (action_sums, action_counts, by_alternative)
 
         def decide(block):
             block_view = _block(spec, actions, block)
@@ -964,17 +936,8 @@ def fast_stage(
                 )
                 estimates = _own_estimates(sums, counts, samples)
                 candidates = choose_candidates(ties, estimates, current)
-            elif k >= SHARED_CANDIDATES_FROM_ACTIONS:  # estimates by (type, action) at most
-                candidates = choose_shared_candidates(
-                    ties, cell_estimates, cell_of(types, current), current
-                )
             else:
-                if spec.info == "payoffs":
-                    shape = (k, spec.block_size)
-                    estimates = jnp.broadcast_to(cell_estimates[0][:, None], shape)
-                else:
-                    estimates = by_alternative[:, types, current]
-                candidates = choose_candidates(ties, estimates, current)
+                candidates = shared_candidates(spec, *shared, ties, types, current)
             return jnp.where(adopt & valid, candidates, current)
 
         def decide_and_write(block, state):
@@ -1000,18 +963,100 @@ def fast_stage(
         # ``decide`` let XLA's CPU backend fuse the whole decision into each consumer and
         # compute it three times (seen in a profile at k = 3).
         switched, new_counts = _total(spec, _changes(spec, actions, new_actions))
-    last = jnp.take(played_counts, jnp.maximum(stage_length - 1, 0), axis=0)
-    record = StageRecord(
-        metrics=None,  # from ``new_counts``, by the caller (outside ``shard_map``)
-        played_counts=last,
-        switched_fraction=switched.astype(jnp.float32) / n,
-        realized_mean_payoff=jnp.sum(action_sums) / jnp.maximum(total_rounds, 1.0),
-        nonfinite=nonfinite,
-        nonfinite_counts=nonfinite_counts(
-            nonfinite, played_counts, published if spec.info == "distribution" else None
-        ),
-    )
+    record = stage_record(spec, population, stage_length, switched, nonfinite, published)
     return new_actions, kept, new_counts.reshape(num_types, k), record
+
+
+class StagePopulation(NamedTuple):
+    """A stage's population-level values from its counts by round (both fast paths)."""
+
+    played_counts: jax.Array  # (R, k) int32 played actions per round
+    round_payoffs: jax.Array  # (R, T, k) float32 expected payoffs per round
+    action_counts: jax.Array  # (k,) float32 agent-rounds per action in the stage
+    total_rounds: jax.Array  # () float32 agent-rounds in the stage
+    action_sums: jax.Array  # (k,) float32 realised payoff sums per action
+    nonfinite: jax.Array  # () int32 ``finiteness`` code of the round payoffs
+
+
+def stage_population(game, spec: RunSpec, params, seed, stage, counts_by_round) -> StagePopulation:
+    """Round payoffs, the population's payoff sums and their noise, from the whole
+    population's ``(max_stage_length, T * k)`` counts of (type, played action)."""
+    n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
+    stage_length = params.stage_length[stage]
+    counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
+    played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
+    round_payoffs = jax.vmap(
+        lambda c: game.expected_payoffs(params.game, c.astype(jnp.float32) / n)
+    )(played_counts)  # (R, T, k)
+    in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
+    counts_in_stage = jnp.where(in_stage, counts_by_round, 0)
+    # Agent-rounds per action reach n * stage_length, past int32: summed exactly in 64
+    # bits, then float32 (exact to 2**24, as the int32 sum was where it did not overflow).
+    action_rounds = wide_sum(counts_in_stage, (0, 1))  # (k,)
+    action_counts = wide_to_float(action_rounds)
+    total_rounds = wide_to_float(wide_sum(action_rounds, 0))
+    nonfinite = first_nonfinite_round(round_payoffs, stage_length)
+    population_noise = crng.normal(
+        crng.stream_key(seed, stage, _POP_NOISE), jnp.arange(k, dtype=jnp.uint32)
+    )
+    action_sums = jnp.sum(jnp.where(in_stage, counts_by_round * round_payoffs, 0.0), axis=(0, 1))
+    action_sums = (
+        action_sums + params.game["noise_std"] * jnp.sqrt(action_counts) * population_noise
+    )
+    return StagePopulation(
+        played_counts, round_payoffs, action_counts, total_rounds, action_sums, nonfinite
+    )
+
+
+def published_payoffs(game, spec: RunSpec, params, seed, stage, actions, stage_counts, nonfinite):
+    """``info="distribution"``: the published counts ``n * d_hat``, the ``(k, T, k)``
+    payoffs ``[b, type, current]`` of deviating to each ``b`` at them, and ``nonfinite``
+    with their check."""
+    published = _published_counts(spec, params, seed, stage, actions, stage_counts)
+    by_alternative = jnp.transpose(
+        deviation_payoffs(game, params.game, published, spec.num_agents), (2, 0, 1)
+    )  # (k, T, k): [b, type, current]
+    return published, by_alternative, with_published_check(nonfinite, by_alternative)
+
+
+def shared_candidates(
+    spec: RunSpec, action_sums, action_counts, by_alternative, ties, types, current
+) -> jax.Array:
+    """Candidates of agents whose estimates are shared (exact published payoffs: one
+    cell; the distribution: one per type and current action), for ``(n,)`` agents."""
+    k, num_types = spec.num_actions, spec.num_types
+    if spec.info == "payoffs":  # exact payoffs
+        cell_estimates = mean_or_unavailable(action_sums, action_counts)[None, :]
+        cell = jnp.zeros_like(current)
+    else:  # [type * k + current, alternative]
+        cell_estimates = by_alternative.reshape(k, num_types * k).T
+        cell = types * k + current
+    if k >= SHARED_CANDIDATES_FROM_ACTIONS:  # estimates by (type, action) at most
+        return choose_shared_candidates(ties, cell_estimates, cell, current)
+    if spec.info == "payoffs":
+        shape = (k, current.shape[0])
+        estimates = jnp.broadcast_to(cell_estimates[0][:, None], shape)
+    else:
+        estimates = by_alternative[:, types, current]
+    return choose_candidates(ties, estimates, current)
+
+
+def stage_record(
+    spec: RunSpec, population: StagePopulation, stage_length, switched, nonfinite, published
+) -> StageRecord:
+    """The stage's :class:`StageRecord` (``metrics`` left ``None``: the caller computes
+    them from the new counts, outside ``shard_map``)."""
+    played_counts = population.played_counts
+    last = jnp.take(played_counts, jnp.maximum(stage_length - 1, 0), axis=0)
+    return StageRecord(
+        metrics=None,  # from the new counts, by the caller (outside ``shard_map``)
+        played_counts=last,
+        switched_fraction=switched.astype(jnp.float32) / spec.num_agents,
+        realized_mean_payoff=jnp.sum(population.action_sums)
+        / jnp.maximum(population.total_rounds, 1.0),
+        nonfinite=nonfinite,
+        nonfinite_counts=nonfinite_counts(nonfinite, played_counts, published),
+    )
 
 
 def _own_estimates(sums, counts, samples) -> jax.Array:

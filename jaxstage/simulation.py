@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from jaxstage import events, fast
+from jaxstage import agent_events, agent_stage, events, fast
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.decisions import (
     StageRecord,
@@ -288,8 +288,10 @@ def _scan_stages(spec, stage_fn, actions, first_stage):
             shapes = jax.eval_shape(active, a)[1]
             return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-        if spec.num_stages % spec.chunk_stages == 0:
-            # No chunk runs past the end: without a conditional, XLA writes the stage's
+        if spec.num_stages % spec.chunk_stages == 0 or spec.exploration_path == "agents":
+            # No chunk runs past the end (on the agents path the driver gives the last
+            # chunk its own length, ``_chunk_spec``: a GPU would copy the conditional's
+            # predicate to the host every stage): without a conditional, XLA writes the stage's
             # new actions straight into the carry (through one, it kept an extra copy of
             # the population's actions: 1 byte per agent more at peak).
             return active(current)
@@ -325,6 +327,9 @@ def _initial_state(game, spec, params, kind, payload, types, seed_key):
 
 
 def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
+    if spec.exploration_path == "agents":
+        return _agents_run_chunk(game, spec, params, actions, seed, first_stage)
+
     def on_shard(params, actions, seed, first_stage):
         def stage_fn(carry, stage):
             actions, kept = carry
@@ -349,9 +354,33 @@ def _fast_run_chunk(game, spec, params, actions, types, seed, first_stage):
     return actions, records._replace(metrics=counts)
 
 
+def _agents_run_chunk(game, spec, params, actions, seed, first_stage):
+    """:func:`_fast_run_chunk` on the agents path; ``records.metrics`` holds ``(counts,
+    overflow)``, the second the agents of each stage that needed more than
+    ``spec.agent_events`` events (split off by :func:`_with_overflow_check`)."""
+
+    def on_shard(params, actions, seed, first_stage):
+        def stage_fn(actions, stage):
+            actions, counts, record, overflow = agent_stage.agent_stage(
+                game, spec, params, actions, seed, stage
+            )
+            return actions, (counts, overflow, record)
+
+        return _scan_stages(spec, stage_fn, actions, first_stage)
+
+    agents, replicated = P(fast.AGENT_AXIS), P()
+    run = fast.on_shards(
+        spec, on_shard, (replicated, agents, replicated, replicated), (agents, replicated)
+    )
+    actions, (counts, overflow, records) = run(params, actions, seed, first_stage)
+    return actions, records._replace(metrics=(counts, overflow))
+
+
 def _fast_initial_state(game, spec, params, kind, payload, types, seed):
     def on_shard(payload):
         actions = fast.fast_initial(spec, kind, payload, seed)
+        if spec.exploration_path == "agents":  # no contended scatter on a GPU
+            return actions, agent_stage.agent_counts_by_type(spec, actions)
         return actions, fast.fast_counts_by_type(spec, actions)
 
     agents, replicated = P(fast.AGENT_AXIS), P()
@@ -441,7 +470,12 @@ _FAST = _compiled(_fast_initial_state, _fast_run_chunk, batch=_rows_in_turn)
 _REFERENCE = (_jit_initial, _jit_chunk, _jit_initial_batched, _jit_chunk_batched)
 KERNELS = ("auto", "reference", "fast")
 #: How the fast kernel draws exploration (see ``simulate``).
-FAST_PATHS = ("auto", "events", "rounds")
+FAST_PATHS = ("auto", "events", "rounds", "agents")
+#: Platforms on which ``fast_path="auto"`` takes the agents path (designed for GPUs).
+AGENTS_PATH_PLATFORMS = ("cuda", "rocm", "gpu")
+#: Tests only: force the agents path's events per agent and stage (``E``); the driver
+#: still doubles it while some agent needs more, so the numbers are those of any ``E``.
+_FORCED_AGENT_EVENTS: int | None = None
 
 
 # --------------------------------------------------------------------------- results
@@ -890,7 +924,17 @@ def _kernel_spec(
     learners=None,
     fast_path="auto",
     devices=None,
+    platform=None,
+    memory_bytes=None,
 ):
+    """The run's :class:`RunSpec`; ``platform`` is the backend the run's programs are
+    compiled for (``None``: ``jax.default_backend()``), which picks the fast kernel's
+    design (a deviceless compile for a GPU passes ``"cuda"``): ``fast_path="auto"`` takes
+    the agents path on :data:`AGENTS_PATH_PLATFORMS`. ``memory_bytes`` is one device's
+    memory, which sizes the agents path's blocks (``None``: the device's ``bytes_limit``
+    or ``agent_stage.DEFAULT_DEVICE_MEMORY`` for the platform; a CPU's available
+    memory)."""
+    platform = jax.default_backend() if platform is None else platform
     spec = _spec(game, learner, num_agents, num_stages)
     if kernel == "reference":
         if devices not in (None, 1):
@@ -900,6 +944,10 @@ def _kernel_spec(
             )
         return spec
     rows = learners or [learner]
+    if fast_path == "agents" or (fast_path == "auto" and platform in AGENTS_PATH_PLATFORMS):
+        return _agents_spec(
+            spec, rows, max_stage_length, block_size, devices, platform, memory_bytes
+        )
     event_capacity = _exploration_path(rows, num_stages, fast_path)
     if block_size is None:
         block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
@@ -945,11 +993,68 @@ def _kernel_spec(
     )
 
 
-def _num_shards(devices: int | None, blocks: int) -> int:
+def _agents_spec(spec, rows, max_stage_length, block_size, devices, platform, memory_bytes):
+    """:func:`_kernel_spec` for the agents path (:mod:`jaxstage.agent_stage`)."""
+    n, num_stages = spec.num_agents, spec.num_stages
+    longest = max(int(max_stage_length), 1)
+    cap = int(2 ** math.ceil(math.log2(longest)))  # <= 2**30: stage lengths are checked
+    width = spec.num_types * spec.num_actions
+    bins = 2 * cap * width  # pass 1's histogram of departures and arrivals
+    if block_size is None:
+        num_shards = _num_shards(devices, n)
+        if memory_bytes is None:
+            memory_bytes = agent_stage.device_memory_bytes(platform, available_memory_bytes())
+        tile = agent_stage.choose_tile_size(2**30, bins, platform)
+        multiple = 128 if platform == "cpu" else tile
+        block_size = agent_stage.choose_agent_block(
+            n, spec.num_actions, num_shards, int(memory_bytes), multiple
+        )
+    block_size = check_int(block_size, "block_size", low=1, high=2**30)
+    blocks = math.ceil(n / block_size)
+    num_shards = _num_shards(devices, blocks)
+    padded = math.ceil(blocks / num_shards) * num_shards * block_size
+    if padded > MAX_PADDED_AGENTS:
+        raise ValueError(
+            f"num_agents={n:,} with block_size={block_size:,} on {num_shards} "
+            f"device(s) pads to {padded:,} agents, above the fast kernel's limit of "
+            f"{MAX_PADDED_AGENTS:,}; use a block size that divides num_agents more closely "
+            f"or fewer devices"
+        )
+    most_likely = _exploration_extremes(rows, num_stages)[0]
+    num_events = agent_events.max_events(padded * num_stages * len(rows), longest, most_likely)
+    if _FORCED_AGENT_EVENTS is not None:
+        num_events = max(1, min(int(_FORCED_AGENT_EVENTS), longest))
+    return spec._replace(
+        kernel="fast",
+        fast_path="agents",
+        block_size=block_size,
+        num_shards=num_shards,
+        max_stage_length=cap,
+        agent_events=num_events,
+        tile_size=agent_stage.choose_tile_size(block_size, bins, platform),
+    )
+
+
+def _num_shards(
+    devices: int | None, blocks: int, *, platform: str = "", decides_all_by_events: bool = False
+) -> int:
     """Devices the fast kernel splits the population over: ``devices``, or by default
-    every device of the default backend, at most one per block of agents."""
+    every device of the default backend, at most one per block of agents.
+
+    By default on a CPU, a run whose pass 2 decides for every agent from its own events
+    (``decides_all_by_events``: the events path with own estimates and no adopter filter,
+    e.g. ``update_prob`` 1, the model's default) takes one device. XLA already splits
+    that pass's large elementwise fusions (each event's payoff noise, each agent's
+    own-action sum and estimates) over every core of one device (``outer_dimension_
+    partitions`` in the optimised HLO), so a second device on the same cores adds
+    contention and a rendezvous per ``psum``, not parallelism: at 2^20 agents, k = 8,
+    stage length 50, one device ran faster than two on a 2-core machine (README,
+    "Performance"). The numbers do not depend on the choice.
+    """
     count = jax.device_count()
     if devices is None:
+        if decides_all_by_events and (platform or jax.default_backend()) == "cpu":
+            return 1
         return max(1, min(count, blocks))
     return check_int(devices, "devices", low=1, high=count)
 
@@ -1019,6 +1124,57 @@ def _drive(spec, initial_fn, chunk_fn, progress, description, check):
             share = np.asarray(records[-1].metrics.best_reply_fraction)[..., done - 1]
             bar.set_postfix(best_reply=f"{float(np.mean(share)):.3f}")
     return actions, initial_metrics, records
+
+
+class _EventsOverflowError(Exception):
+    """Some agent of a chunk needed more than ``spec.agent_events`` events (agents path):
+    the run is repeated with more (:func:`_with_reruns`)."""
+
+
+def _chunk_spec(spec: RunSpec, first: int) -> RunSpec:
+    """The spec the chunk of stages from ``first`` is compiled with: on the agents path
+    a last chunk that is shorter has its own (static) length, so that no stage loop needs
+    a conditional to skip stages past the end (at most one more program per run)."""
+    if spec.exploration_path != "agents":
+        return spec
+    return spec._replace(chunk_stages=min(spec.chunk_stages, spec.num_stages - first))
+
+
+def _with_overflow_check(spec: RunSpec, chunk_fn, check):
+    """On the agents path: ``chunk_fn`` with the overflow counts split off its records'
+    ``metrics``, and ``check`` raising :class:`_EventsOverflowError` (on the host, after each
+    chunk, like the finiteness check) when any agent needed more events than computed."""
+    if spec.exploration_path != "agents":
+        return chunk_fn, check
+    overflows = []
+
+    def chunk(actions, key, first):
+        actions, records = chunk_fn(actions, key, first)
+        counts, overflow = records.metrics
+        overflows.append(overflow)
+        return actions, records._replace(metrics=counts)
+
+    def checked(metrics, record, first, done):
+        if record is not None and np.any(np.asarray(jax.device_get(overflows[-1])) > 0):
+            raise _EventsOverflowError
+        check(metrics, record, first, done)
+
+    return chunk, checked
+
+
+def _with_reruns(spec: RunSpec, run):
+    """``run(spec)``, and the spec it ran with. On the agents path a run in which some
+    agent needed more than ``spec.agent_events`` events (probability below
+    ``agent_events.OVERFLOW_PROBABILITY`` by the choice of ``E``) runs again with ``E``
+    doubled, up to the longest stage: the numbers do not depend on ``E``, so the result
+    is bitwise that of an unbounded ``E``."""
+    while True:
+        try:
+            return run(spec), spec
+        except _EventsOverflowError:
+            if spec.agent_events >= spec.max_stage_length:  # cannot happen: positions grow
+                raise RuntimeError("agents path: more events than rounds in a stage") from None
+            spec = spec._replace(agent_events=min(2 * spec.agent_events, spec.max_stage_length))
 
 
 def _finiteness_check(game, spec: RunSpec, row_params: Sequence[Params], batched: bool):
@@ -1165,9 +1321,7 @@ def _config(
         "kernel": spec.kernel,
         "block_size": spec.block_size if spec.kernel == "fast" else None,
         "devices": spec.num_shards,
-        "fast_path": (
-            None if spec.kernel != "fast" else "events" if spec.event_capacity else "rounds"
-        ),
+        "fast_path": None if spec.kernel != "fast" else spec.exploration_path,
         "versions": _versions(),
     }
 
@@ -1293,22 +1447,22 @@ def simulate(
     jit_initial, jit_chunk = (_FAST if kernel == "fast" else _REFERENCE)[:2]
     seed_key = jnp.uint32(seed) if kernel == "fast" else jax.random.key(seed)
 
-    def initial_fn():
-        return jit_initial(game, spec, params, kind, payload, types, seed_key)
+    def run(spec):
+        def initial_fn():
+            return jit_initial(game, spec, params, kind, payload, types, seed_key)
 
-    def chunk_fn(actions, stages_key, first):
-        return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
+        def chunk_fn(actions, stages_key, first):
+            chunk_spec = _chunk_spec(spec, first)
+            return jit_chunk(game, chunk_spec, params, actions, types, stages_key, jnp.int32(first))
 
-    if kernel == "fast":
-        initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=False)
-    actions, initial_metrics, records = _drive(
-        spec,
-        initial_fn,
-        chunk_fn,
-        progress,
-        f"{game.name} info={learner.info}",
-        _finiteness_check(game, spec, [params_game], batched=False),
-    )
+        check = _finiteness_check(game, spec, [params_game], batched=False)
+        chunk_fn, check = _with_overflow_check(spec, chunk_fn, check)
+        if kernel == "fast":
+            initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=False)
+        description = f"{game.name} info={learner.info}"
+        return _drive(spec, initial_fn, chunk_fn, progress, description, check)
+
+    (actions, initial_metrics, records), spec = _with_reruns(spec, run)
     config = _config(
         game,
         learner,
@@ -1481,22 +1635,21 @@ def sweep(
     keys = seeds_array if kernel == "fast" else jax.vmap(jax.random.key)(seeds_array)
     jit_initial, jit_chunk = (_FAST if kernel == "fast" else _REFERENCE)[2:]
 
-    def initial_fn():
-        return jit_initial(game, spec, params, kind, payload, types, keys)
+    def run(spec):
+        def initial_fn():
+            return jit_initial(game, spec, params, kind, payload, types, keys)
 
-    def chunk_fn(actions, stages_key, first):
-        return jit_chunk(game, spec, params, actions, types, stages_key, jnp.int32(first))
+        def chunk_fn(actions, stages_key, first):
+            chunk_spec = _chunk_spec(spec, first)
+            return jit_chunk(game, chunk_spec, params, actions, types, stages_key, jnp.int32(first))
 
-    if kernel == "fast":
-        initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=True)
-    _, initial_metrics, records = _drive(
-        spec,
-        initial_fn,
-        chunk_fn,
-        progress,
-        f"sweep of {batch} runs",
-        _finiteness_check(game, spec, game_rows, batched=True),
-    )
+        check = _finiteness_check(game, spec, game_rows, batched=True)
+        chunk_fn, check = _with_overflow_check(spec, chunk_fn, check)
+        if kernel == "fast":
+            initial_fn, chunk_fn = _with_metrics(game, params, initial_fn, chunk_fn, batched=True)
+        return _drive(spec, initial_fn, chunk_fn, progress, f"sweep of {batch} runs", check)
+
+    (_, initial_metrics, records), spec = _with_reruns(spec, run)
     runs = []
     for i in range(batch):
         config = _config(

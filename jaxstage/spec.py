@@ -28,6 +28,13 @@ class RunSpec(NamedTuple):
     of its adopters, pass 1 keeps for pass 2 when it replays). ``num_shards`` is how many
     devices the fast kernel splits the blocks over (``num_blocks`` is then a multiple of
     it, each device holding ``local_blocks`` consecutive blocks).
+
+    ``fast_path`` names the fast kernel's exploration path: ``"agents"`` (the GPU-first
+    path, :mod:`jaxstage.agent_stage`), ``"events"`` or ``"rounds"`` (``""``, in specs
+    built by hand: by ``event_capacity``). On the agents path ``agent_events`` is ``E``,
+    the events computed per agent and stage (:func:`jaxstage.agent_events.max_events`),
+    and ``tile_size`` the agents sharing one partial histogram in pass 1 (a divisor of
+    ``block_size``).
     """
 
     num_agents: int
@@ -46,6 +53,9 @@ class RunSpec(NamedTuple):
     adopter_capacity: int = 0
     adopter_event_capacity: int = 0
     num_shards: int = 1
+    fast_path: str = ""
+    agent_events: int = 0
+    tile_size: int = 0
 
     @property
     def num_types(self) -> int:
@@ -54,6 +64,13 @@ class RunSpec(NamedTuple):
     @property
     def needs_own_estimates(self) -> bool:
         return needs_own_estimates(self.info, self.info_sample_size)
+
+    @property
+    def exploration_path(self) -> str:
+        """The fast kernel's path: ``"agents"``, ``"events"`` or ``"rounds"``."""
+        if self.fast_path:
+            return self.fast_path
+        return "events" if self.event_capacity else "rounds"
 
     @property
     def filter_adopters(self) -> bool:

@@ -172,6 +172,17 @@ def test_devices_are_checked_before_running():
     assert js.use_cpu_cores(cpus) == cpus  # what JAX already has: fine
 
 
+@NEEDS_TWO_DEVICES
+def test_default_devices_on_a_cpu_when_every_agent_decides_by_events():
+    # One CPU device when pass 2 decides for every agent from its events (XLA already
+    # spreads that pass over the cores); every device otherwise, or when asked for.
+    count = jax.device_count()
+    assert simulation._num_shards(None, 64) == count
+    assert simulation._num_shards(None, 64, platform="cpu", decides_all_by_events=True) == 1
+    assert simulation._num_shards(None, 64, platform="cuda", decides_all_by_events=True) == count
+    assert simulation._num_shards(2, 64, platform="cpu", decides_all_by_events=True) == 2
+
+
 GAMES = {
     "congestion": js.make_game("congestion", num_actions=3),
     "minority": js.make_game("minority", smoothness=0.1),

@@ -134,11 +134,27 @@ def event_keys(seed: jax.Array, stage: jax.Array, count: int) -> jax.Array:
 
 def skips(bits: jax.Array, explore_prob: jax.Array, cap: int) -> jax.Array:
     """int32 ``min(G, cap)`` of the definition: rounds skipped before the event."""
-    uniform = ((bits >> 8).astype(jnp.float32) + 1.0) * _INV_2_24  # (0, 1], exact
+    return _skips(bits, *_skip_constants(explore_prob, cap), cap)
+
+
+def _skip_constants(explore_prob: jax.Array, cap: int) -> tuple[jax.Array, jax.Array]:
+    """The per-stage scalars of :func:`skips`: the log-rate divisor and the least gap
+    (``cap`` when ``p = 0``: past every stage, else 0). Computed once per stage, outside
+    the loops over events: recomputed inside, XLA's H200 compile of 5 * 10^8-agent blocks
+    gave each its own scalar kernel in every iteration of both passes (2 of 7 kernels an
+    event), where at 2^20 agents it fused them."""
+    explore_prob = jnp.asarray(explore_prob, jnp.float32)
     log_stay = jnp.log1p(-explore_prob)  # -inf when p = 1: log(U) / -inf is -0, skip 0
-    gap = jnp.floor(jnp.log(uniform) / jnp.minimum(log_stay, -1e-30))
-    gap = jnp.where(explore_prob > 0, gap, cap)  # p = 0: past every stage
-    return jnp.minimum(gap, cap).astype(jnp.int32)
+    least = jnp.where(explore_prob > 0, 0.0, float(cap)).astype(jnp.float32)
+    return jnp.minimum(log_stay, -1e-30), least
+
+
+def _skips(bits: jax.Array, divisor: jax.Array, least: jax.Array, cap: int) -> jax.Array:
+    uniform = ((bits >> 8).astype(jnp.float32) + 1.0) * _INV_2_24  # (0, 1], exact
+    gap = jnp.floor(jnp.log(uniform) / divisor)  # >= 0 (or -0)
+    # p = 0: ``least`` is cap (a U of exactly 1 would give gap 0); else max(gap, 0) is gap
+    # as an integer (-0 and 0 both convert to 0).
+    return jnp.minimum(jnp.maximum(gap, least), cap).astype(jnp.int32)
 
 
 def event_action(bits: jax.Array, num_actions: int) -> jax.Array:
@@ -160,6 +176,8 @@ class Stream(NamedTuple):
     keys: jax.Array  # (E + 1, 2) uint32 event keys (the last one checks for overflow)
     index: jax.Array  # (n,) uint32 global agent indices
     explore_prob: jax.Array  # () float32
+    divisor: jax.Array  # () float32, :func:`_skip_constants`
+    least: jax.Array  # () float32, :func:`_skip_constants`
     stage_length: jax.Array  # () int32 tau (traced)
     cap: int  # saturation point of positions, >= every stage length
 
@@ -176,7 +194,7 @@ class Stream(NamedTuple):
         """Event ``j``'s ``(bits, position)`` from event ``j - 1``'s position (``-1``
         before the first), saturating at ``cap``."""
         bits = self.bits(j)
-        step = skips(bits, self.explore_prob, self.cap) + 1  # at most cap + 1
+        step = _skips(bits, self.divisor, self.least, self.cap) + 1  # at most cap + 1
         remaining = self.cap - position  # at most cap + 1
         return bits, jnp.where(step >= remaining, self.cap, position + step)
 
@@ -208,10 +226,14 @@ def stream(
         raise ValueError(f"cap must be in [1, {MAX_CAP}], got {cap}")
     if not 1 <= num_events <= cap:
         raise ValueError(f"num_events must be in [1, cap={cap}], got {num_events}")
+    explore_prob = jnp.asarray(explore_prob, jnp.float32)
+    divisor, least = _skip_constants(explore_prob, cap)
     return Stream(
         keys=event_keys(seed, stage, num_events + 1),
         index=jnp.asarray(index, jnp.uint32),
-        explore_prob=jnp.asarray(explore_prob, jnp.float32),
+        explore_prob=explore_prob,
+        divisor=divisor,
+        least=least,
         stage_length=jnp.asarray(stage_length, jnp.int32),
         cap=cap,
     )

@@ -45,7 +45,9 @@ from jaxstage import agent_events as ae
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
 from jaxstage import fast
-from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates
+from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates, clip_and_renormalise
+from jaxstage.finiteness import with_published_check
+from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
 
 __all__ = [
@@ -364,6 +366,36 @@ def _sample_own_sums(spec, params, context, actions, round_payoffs):
     return sums.sum(axis=1), fast._total(spec, counts).sum(axis=1)
 
 
+def published_payoffs(game, spec: RunSpec, params, seed, stage, actions, stage_counts, nonfinite):
+    """``fast.published_payoffs`` with the sampled agents' actions counted by
+    :func:`histogram` (one-hot sums or tile-private bins on a GPU) instead of
+    ``fast._count``'s bincount, a scatter of up to ``info_sample_size`` agents into ``k``
+    bins whose atomic adds contend. Integer counts, so the same bits; the arithmetic
+    after the count is ``fast._published_counts``'s, operation for operation (kept in
+    step by tests/test_agents_path.py, which compares the two)."""
+    if spec.info_sample_size is None:  # the whole population's counts: no count here
+        return fast.published_payoffs(
+            game, spec, params, seed, stage, actions, stage_counts, nonfinite
+        )
+    n, k = spec.num_agents, spec.num_actions
+    sampled, here = fast._local_actions(spec, actions, fast._sample_indices(spec, seed, stage))
+    # Tiles of at least MIN_TILE agents and k bins, as pass 1's (choose_tile_size); the
+    # sample need not fill its last tile.
+    tile = max(MIN_TILE, 2 ** math.ceil(math.log2(max(k, 1))))
+    d_hat = fast._total(spec, histogram(sampled, here, k, tile)).astype(jnp.float32)
+    d_hat = d_hat / spec.info_sample_size
+    if spec.info_noisy:
+        noise = crng.normal(
+            crng.stream_key(seed, stage, fast._INFO_NOISE), jnp.arange(k, dtype=jnp.uint32)
+        )
+        d_hat = clip_and_renormalise(d_hat + params.info_noise_std * noise)
+    published = d_hat * n
+    by_alternative = jnp.transpose(
+        deviation_payoffs(game, params.game, published, n), (2, 0, 1)
+    )  # (k, T, k): [b, type, current]
+    return published, by_alternative, with_published_check(nonfinite, by_alternative)
+
+
 def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
     """One stage of the agents path on this shard's stage actions.
 
@@ -401,7 +433,7 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
         samples = _sample_own_sums(spec, params, context, actions, round_payoffs)
     published = by_alternative = None
     if spec.info == "distribution":
-        published, by_alternative, nonfinite = fast.published_payoffs(
+        published, by_alternative, nonfinite = published_payoffs(
             game, spec, params, seed, stage, actions, stage_counts, nonfinite
         )
     shared = (population.action_sums, population.action_counts, by_alternative)

@@ -108,8 +108,9 @@ def simulate_programs(
         device_memory_bytes: one device's memory: sizes the agents path's blocks
             (``simulation._kernel_spec``'s ``memory_bytes``), and a run estimated to need
             more is refused as ``simulate`` would; default: the memory available when
-            ``platform`` is the default backend, no check otherwise (this machine's
-            memory says nothing about another backend's).
+            ``platform`` is the default backend, else that platform's device memory
+            (``simulation.memory_available_bytes``: never this host's memory for another
+            backend).
         sharding: the sharding of every array argument (e.g. a ``NamedSharding`` on a
             compile-only topology's mesh); default none (the default device).
         check_memory: ``False`` to enumerate the programs of a run that ``simulate``
@@ -232,9 +233,9 @@ def sweep_programs(
 
 
 def _check_memory(game, learner, num_agents, batch, spec, platform, limit) -> None:
-    if limit is None and platform not in (None, jax.default_backend()):
-        return
-    sim._check_memory(num_agents, game.num_actions, learner, batch, limit, spec)
+    # Against the target's device memory (``limit``, else the platform's device: never
+    # this host's memory for another backend), as ``simulate`` would on the target.
+    sim._check_memory(num_agents, game.num_actions, learner, batch, limit, spec, platform)
 
 
 def _abstract(tree, sharding):

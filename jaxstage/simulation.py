@@ -604,8 +604,13 @@ def estimate_memory_bytes(
     block_size: int | None = None,
     event_capacity: int | None = None,
     devices: int = 1,
+    spec: RunSpec | None = None,
 ) -> int:
     """Upper estimate of the device memory a run needs (all devices together).
+
+    A ``spec`` of the agents path (``spec.exploration_path == "agents"``) is sized by
+    :func:`agents_memory_bytes` (its blocks, tiles and stage length; the other arguments
+    but ``learner`` and ``batch`` are then taken from it).
 
     Reference kernel: the stage actions and their copies, the per-round temporaries
     (random bits, played actions, payoffs) and, when the information mode needs them, the
@@ -616,6 +621,8 @@ def estimate_memory_bytes(
     exploration-event slots of a batch (``event_capacity``: as the run would choose from
     ``learner`` when not given), once per device the population is split over.
     """
+    if spec is not None and spec.kernel == "fast" and spec.exploration_path == "agents":
+        return agents_memory_bytes(spec, learner, batch)
     if kernel == "fast":
         capacity = _exploration_path([learner], 1) if event_capacity is None else event_capacity
         block = block_size or fast.choose_block_size(num_agents, num_actions, capacity)
@@ -630,6 +637,41 @@ def estimate_memory_bytes(
     if needs_own_estimates(learner.info, learner.info_sample_size):
         per_agent += 24 * num_actions
     return int(batch * num_agents * per_agent + batch * _deviation_bytes(num_actions) + 64 * 2**20)
+
+
+def agents_memory_bytes(spec: RunSpec, learner: StageLearning, batch: int = 1) -> int:
+    """Upper estimate of the device memory of the agents path (all devices together).
+
+    Per device, one block's temporaries at ``agent_stage.AGENT_BYTES`` per agent (the
+    fixed part, plus the per-action part when agents estimate from their own
+    observations: pass 2's ``(k, B)`` sums and counts; shared estimates have none), the
+    sampled agents' own sums at the same rate
+    (``info_sample_size``), pass 1's tile-private histograms (int32 departures and
+    arrivals by round, type and action: ``4 * 2 * max_stage_length * T * k`` bytes per
+    tile of ``spec.tile_size`` agents) and its ``(max_stage_length + 1, T * k)`` counts;
+    for all devices, the int8 (int16) stage actions of every row plus the row a stage
+    rewrites (a chunk reads one buffer and writes another); nothing is kept between the
+    passes. ``AGENT_BYTES`` is an upper bound of XLA's buffer assignment in the H200
+    compile (stage length 50, p = 0.05): own estimates, 106 bytes per agent at 2^20
+    agents and 123 at 10^9 with k = 8 (192 estimated), 12,337 at k = 1024 (16,448);
+    shared estimates about 19 at k = 8 and 25 at k = 1024 (64). tests/test_agents_path.py
+    checks it on the CPU.
+    """
+    k, width = spec.num_actions, spec.num_types * spec.num_actions
+    per_agent = agent_stage.AGENT_BYTES[0]
+    if spec.needs_own_estimates:
+        per_agent += agent_stage.AGENT_BYTES[1] * k
+    block = spec.block_size
+    tiles = -(-block // max(spec.tile_size, 1))
+    rounds = spec.max_stage_length
+    per_block = block * per_agent
+    per_block += 4 * 2 * rounds * width * tiles + 4 * (rounds + 1) * width
+    if learner.info_sample_size is not None:
+        per_block += learner.info_sample_size * per_agent
+    action_bytes = fast.action_dtype(k).itemsize
+    held = (batch + 1) * action_bytes * spec.padded_agents
+    shards = spec.num_shards
+    return int(held + shards * (per_block + _deviation_bytes(k) + 64 * 2**20))
 
 
 def _deviation_bytes(num_actions: int) -> int:
@@ -660,7 +702,25 @@ def available_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
+def memory_available_bytes(platform: str | None = None) -> int:
+    """Memory one device of ``platform`` (default: the default backend) can use: this
+    process's device's free memory on its own backend (``available_memory_bytes``: a
+    GPU's limit less what is in use, a CPU's MemAvailable), else, for a backend this
+    process has no device of (a deviceless compile for an H200), that device's memory
+    (``agent_stage.device_memory_bytes``). Never the host's memory for a GPU run."""
+    platform = jax.default_backend() if platform is None else platform
+    if platform == jax.default_backend():
+        return available_memory_bytes()
+    return agent_stage.device_memory_bytes(platform, available_memory_bytes())
+
+
+def _check_memory(num_agents, num_actions, learner, batch, limit, spec, platform=None):
+    """Refuses a run estimated to need more memory than ``limit`` (bytes of one device;
+    default :func:`memory_available_bytes` of ``platform``, the backend the spec's
+    programs run on). Off a CPU each of the ``spec.num_shards`` devices has that memory;
+    a CPU's devices share the host's."""
+    platform = jax.default_backend() if platform is None else platform
+    agents = spec.kernel == "fast" and spec.exploration_path == "agents"
     needed = estimate_memory_bytes(
         num_agents,
         num_actions,
@@ -670,16 +730,23 @@ def _check_memory(num_agents, num_actions, learner, batch, limit, spec):
         spec.block_size,
         spec.event_capacity,
         spec.num_shards,
+        spec=spec,
     )
-    if spec.replay_events:  # pass 1's events kept for pass 2 (one row at a time)
+    if spec.replay_events and not agents:  # pass 1's events kept for pass 2 (one row)
         needed += fast.kept_event_bytes(spec)
-    available = available_memory_bytes() if limit is None else int(limit)
+    per_device = memory_available_bytes(platform) if limit is None else int(limit)
+    devices = 1 if platform == "cpu" else spec.num_shards
+    available = per_device * devices
     if needed > available:
+        path = f"{spec.kernel} kernel"
+        if spec.kernel == "fast":
+            path = f"fast kernel's {spec.exploration_path} path"
+        where = f"{devices} {platform} device(s)" if platform != "cpu" else "the CPU"
         raise ValueError(
             f"num_agents={num_agents:,} (batch {batch}) needs about {needed / 2**30:.2f} GiB "
-            f"with {num_actions} actions, info={learner.info!r} and the {spec.kernel} kernel, "
-            f"but only {available / 2**30:.2f} GiB is available; use fewer agents or a smaller "
-            f"batch"
+            f"with {num_actions} actions, info={learner.info!r} and the {path}, "
+            f"but only {available / 2**30:.2f} GiB is available on {where}; use fewer "
+            f"agents or a smaller batch"
         )
 
 
@@ -953,7 +1020,13 @@ def _kernel_spec(
         block_size = fast.choose_block_size(num_agents, game.num_actions, event_capacity)
     block_size = check_int(block_size, "block_size", low=1, high=2**30)
     blocks = math.ceil(num_agents / block_size)
-    num_shards = _num_shards(devices, blocks)
+    adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
+    num_shards = _num_shards(
+        devices,
+        blocks,
+        platform=platform,
+        decides_all_by_events=bool(event_capacity and spec.needs_own_estimates and not adopters),
+    )
     padded = math.ceil(blocks / num_shards) * num_shards * block_size  # whole blocks each
     if padded > MAX_PADDED_AGENTS:
         # Agent indices are int32: every padded agent's index must stay below 2**31.
@@ -963,7 +1036,6 @@ def _kernel_spec(
             f"{MAX_PADDED_AGENTS:,}; use a block size that divides num_agents more closely "
             f"or fewer devices"
         )
-    adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
     largest_update_prob = max(row.update_prob for row in rows)
     sized = spec._replace(
         block_size=block_size,
@@ -1391,9 +1463,12 @@ def simulate(
             population and the number of actions); results do not depend on it.
         fast_path: how the fast kernel draws exploration: ``"events"`` (only the
             exploring agent-rounds, as geometric skips; cost independent of the stage
-            length), ``"rounds"`` (a loop over rounds, every agent-round drawn) or
-            ``"auto"`` (the one estimated to be cheaper; see the README's kernels
-            section). The two paths draw different random numbers.
+            length), ``"rounds"`` (a loop over rounds, every agent-round drawn),
+            ``"agents"`` (designed for GPUs: a fixed number of geometric skips per agent,
+            blocks sized from device memory, no data-dependent loops or conditionals;
+            :mod:`jaxstage.agent_stage`; runs on any backend) or ``"auto"`` (``"agents"``
+            on a GPU, else the CPU path estimated to be cheaper; see the README's
+            kernels section). The paths draw different random numbers.
         devices: how many devices of the default backend the fast kernel splits the
             population over (``shard_map``; each holds whole blocks of agents), in
             ``[1, jax.device_count()]``. Default: all of them, at most one per block. The
@@ -1538,9 +1613,9 @@ def sweep(
     list has ``B`` entries or one (broadcast). Row ``i`` equals
     ``simulate(..., seed=seeds[i])`` with the parameters of row ``i`` and the sweep's
     exploration path (``fast_path=result[i].config["fast_path"]``: the fast kernel takes
-    one path for all rows, chosen from their mean stage length); the learner gives the
-    defaults for what is not swept (a constant ``explore_prob`` / ``stage_length`` row
-    replaces the learner's schedule for that row).
+    one path for all rows, chosen from the platform and their mean stage length); the
+    learner gives the defaults for what is not swept (a constant ``explore_prob`` /
+    ``stage_length`` row replaces the learner's schedule for that row).
 
     Args:
         game, learner, num_agents, num_stages, eps, delta, hold_stages, initial,

@@ -372,3 +372,106 @@ def test_agrees_with_the_numpy_reference(check, monkeypatch):
     monkeypatch.setattr(js, "simulate", AGENTS)
     monkeypatch.setattr(js, "sweep", AGENTS_SWEEP)
     check()
+
+
+# --------------------------------------------------------------------------- published counts
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["cpu", "gpu-version"])
+@pytest.mark.parametrize(("k", "m", "noise"), [(3, 40, 0.0), (3, 40, 0.1), (40, 9000, 0.05)])
+def test_sampled_published_counts_are_fasts(k, m, noise, elsewhere, monkeypatch):
+    """The agents path's sampled distribution (a histogram: one-hot sums up to 32 actions,
+    tile-private bins beyond, off a CPU) is bitwise ``fast.published_payoffs``'s
+    (a bincount)."""
+    from jaxstage import events, fast
+
+    game = js.make_game("congestion", num_actions=k)
+    row = learner("distribution", m, noise)
+    spec = simulation._kernel_spec(
+        "fast", game, row, 5000, 3, 12, None, fast_path="agents", devices=1
+    )
+    padded = -(-3 // spec.chunk_stages) * spec.chunk_stages
+    params = simulation._run_params(game.default_params(), row, 3, padded, 0.05)
+    actions = jnp.asarray(
+        np.random.default_rng(k).integers(0, k, spec.padded_agents), fast.action_dtype(k)
+    )
+    stage_counts = jnp.bincount(actions[: spec.num_agents].astype(jnp.int32), length=k)
+    args = (game, spec, params, jnp.uint32(7), jnp.int32(1), actions, stage_counts, jnp.int32(0))
+    want = jax.jit(fast.published_payoffs, static_argnums=(0, 1))(*args)
+    if elsewhere:  # the GPU version of the histogram, run on the CPU
+        monkeypatch.setattr(events, "on_cpu_or_elsewhere", lambda *a, cpu, elsewhere: elsewhere(*a))
+    got = jax.jit(agent_stage.published_payoffs, static_argnums=(0, 1))(*args)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --------------------------------------------------------------------------- memory
+
+BIG_GAME = js.make_game("congestion", num_actions=8)
+BIG_LEARNER = js.StageLearning(stage_length=50, explore_prob=0.05)
+
+
+def test_memory_estimate_bounds_the_compiled_program_on_the_cpu():
+    """The agents path's estimate bounds XLA's buffer assignment of every program of a
+    run (temporaries, arguments and outputs; ``memory_analysis`` on the CPU), and not by
+    much past its fixed 64 MiB slack (the H200 figures: docs/gpu.md)."""
+    from jaxstage import programs
+
+    for k, n, info in [(8, 2**16, "none"), (129, 2**14, "none"), (129, 2**14, "distribution")]:
+        game = js.make_game("congestion", num_actions=k)
+        row = js.StageLearning(stage_length=50, explore_prob=0.05, info=info)
+        run = programs.simulate_programs(game, row, n, 10, fast_path="agents")
+        spec = run[0].spec
+        peak = 0
+        for program in run:
+            memory = programs.lower(program).compile().memory_analysis()
+            peak = max(
+                peak,
+                memory.temp_size_in_bytes
+                + memory.argument_size_in_bytes
+                + memory.output_size_in_bytes
+                - memory.alias_size_in_bytes,
+            )
+        estimate = simulation.estimate_memory_bytes(n, k, row, spec=spec)
+        slack = spec.num_shards * (64 * 2**20 + simulation._deviation_bytes(k))
+        assert peak <= estimate, (k, info, peak, estimate)
+        assert estimate - slack <= 4 * peak, (k, info, peak, estimate)
+
+
+def _big_spec(memory_bytes):
+    return simulation._kernel_spec(
+        "fast",
+        BIG_GAME,
+        BIG_LEARNER,
+        10**9,
+        100,
+        50,
+        None,
+        fast_path="agents",
+        devices=1,
+        platform="cuda",
+        memory_bytes=memory_bytes,
+    )
+
+
+def test_a_billion_agents_fit_an_h200():
+    """10^9 agents, k = 8: two blocks of about 96 GB estimated (the H200 compile's
+    temporaries: 61.5 GB) plus 2 GB of stage actions, below an H200's 141 GB (the rounds
+    path's estimate, 240 GB, would refuse it). The device's memory, not this host's."""
+    spec = _big_spec(141 * 10**9)
+    needed = simulation.estimate_memory_bytes(10**9, 8, BIG_LEARNER, spec=spec)
+    assert spec.num_blocks == 2 and 62 * 10**9 < needed < 141 * 10**9, needed
+    simulation._check_memory(10**9, 8, BIG_LEARNER, 1, 141 * 10**9, spec, "cuda")
+    # No limit: the platform's device memory (agent_stage.DEFAULT_DEVICE_MEMORY here, with
+    # no CUDA device), whatever this host has.
+    assert simulation.memory_available_bytes("cuda") == 141 * 10**9
+    simulation._check_memory(10**9, 8, BIG_LEARNER, 1, None, spec, "cuda")
+
+
+def test_a_run_that_cannot_fit_the_device_is_refused_by_name():
+    spec = _big_spec(1.5 * 10**9)  # less than the 2 GB of stage actions, in and out
+    with pytest.raises(ValueError, match=r"num_agents=1,000,000,000 .* agents path.* cuda"):
+        simulation._check_memory(10**9, 8, BIG_LEARNER, 1, 1.5 * 10**9, spec, "cuda")
+    # A batch of rows holds every row's actions: 100 rows of 10^9 int8 do not fit.
+    with pytest.raises(ValueError, match=r"batch 100"):
+        simulation._check_memory(10**9, 8, BIG_LEARNER, 100, None, _big_spec(None), "cuda")

@@ -209,11 +209,6 @@ def test_default_cuda_chunk_has_no_host_callback(info, update_prob):
     assert not CALLBACK.search(default_cuda_chunk(info, update_prob))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=f"the {DEFAULT_PATH!r} path (_kernel_spec(platform='cuda')'s default): until "
-    "the GPU-first agents path lands, the events path branches on data in its chunk",
-)
 @pytest.mark.parametrize(("info", "update_prob"), SETTINGS)
 def test_default_cuda_chunk_has_no_data_dependent_branch(info, update_prob):
     branches = data_dependent_branches(default_cuda_chunk(info, update_prob))

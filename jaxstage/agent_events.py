@@ -159,15 +159,12 @@ def _skips(bits: jax.Array, divisor: jax.Array, least: jax.Array, cap: int) -> j
 
 def event_action(bits: jax.Array, num_actions: int) -> jax.Array:
     """int32 action an event draws (uniform over all ``k``), as ``events.decode`` does."""
-    second = crng.triple32(bits ^ jnp.uint32(ev._ACTION_SALT))
-    return jnp.floor((second >> 8).astype(jnp.float32) * (num_actions * _INV_2_24)).astype(
-        jnp.int32
-    )
+    return ev.action_of_word(bits, num_actions)
 
 
 def event_noise(bits: jax.Array) -> jax.Array:
     """The event's standard normal (its payoff noise), as ``events.Events.noise``."""
-    return ev.Events(None, None, None, None, bits).noise()
+    return ev.noise_of_word(bits)
 
 
 class Stream(NamedTuple):

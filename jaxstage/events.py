@@ -57,6 +57,8 @@ __all__ = [
     "compact",
     "for_each_window",
     "on_cpu_or_elsewhere",
+    "action_of_word",
+    "noise_of_word",
 ]
 
 #: Agents per event chunk: part of the definition of the event stream, not a tuning knob.
@@ -105,7 +107,22 @@ class Events(NamedTuple):
     def noise(self) -> jax.Array:
         """A standard normal per event (for its payoff noise), finite: ``|z| <=``
         :data:`MAX_ABS_NOISE`."""
-        return _normal_from_word(crng.triple32(self.bits ^ jnp.uint32(_NOISE_SALT)))
+        return noise_of_word(self.bits)
+
+
+def action_of_word(bits: jax.Array, num_actions: int) -> jax.Array:
+    """The int32 action in ``[0, num_actions)`` an event slot with random word ``bits``
+    draws (uniform over all actions); the agents path (:mod:`jaxstage.agent_events`)
+    derives its events' actions the same way."""
+    second = crng.triple32(bits ^ jnp.uint32(_ACTION_SALT))
+    action = jnp.floor((second >> 8).astype(jnp.float32) * (num_actions * _INV_2_24))
+    return action.astype(jnp.int32)
+
+
+def noise_of_word(bits: jax.Array) -> jax.Array:
+    """The standard normal (payoff noise) of an event slot with random word ``bits``,
+    finite: ``|z| <=`` :data:`MAX_ABS_NOISE`."""
+    return _normal_from_word(crng.triple32(bits ^ jnp.uint32(_NOISE_SALT)))
 
 
 def _normal_from_word(word: jax.Array) -> jax.Array:
@@ -341,12 +358,10 @@ def decode(chunks: jax.Array, walk: Walk, stage_length: jax.Array, num_actions: 
     """The events of a batch of slots."""
     inside = walk.cells < EVENT_CHUNK * stage_length
     agent_in_chunk, round_index = _divmod(jnp.where(inside, walk.cells, 0), stage_length)
-    second = crng.triple32(walk.bits ^ jnp.uint32(_ACTION_SALT))
-    action = jnp.floor((second >> 8).astype(jnp.float32) * (num_actions * _INV_2_24))
     return Events(
         agent=(chunks[:, None] * EVENT_CHUNK + agent_in_chunk).astype(jnp.int32),
         round=round_index,
-        action=action.astype(jnp.int32),
+        action=action_of_word(walk.bits, num_actions),
         inside=inside,
         bits=walk.bits,
     )

@@ -15,7 +15,7 @@ Example:
 
 __version__ = "0.1.0"
 
-from jaxstage import games, metrics  # noqa: E402
+from jaxstage import games, metrics, testing  # noqa: E402
 from jaxstage.best_reply import (  # noqa: E402
     BestReplyResult,
     best_reply_dynamics,
@@ -57,4 +57,6 @@ __all__ = [
     "BestReplyResult",
     # metrics
     "metrics",
+    # conformance check of a game
+    "testing",
 ]

@@ -77,6 +77,23 @@ class BestReplyResult:
     config: dict[str, Any]
     trajectory_counts: np.ndarray | None = None
 
+    def to_frame(self, *, record_every: int | None = None) -> Any:
+        """The trajectory as a pandas ``DataFrame``: the table of ``trajectory.csv``.
+
+        Args:
+            record_every: the ``record_every`` the dynamics ran with (for the ``step``
+                column); default: ``config["record_every"]`` if recorded.
+
+        Returns:
+            A ``pandas.DataFrame``, columns as :func:`jaxstage.results.best_reply_rows`.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install "jaxstage[frame]"``).
+        """
+        from jaxstage import results  # results imports this module
+
+        return results.rows_to_frame(results.best_reply_rows(self, record_every=record_every))
+
 
 def initial_counts(game: AnonymousGame, num_agents: int, initial: Any = "uniform") -> np.ndarray:
     """``(T, k)`` starting counts: each type's agents split by largest-remainder rounding.

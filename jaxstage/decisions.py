@@ -54,6 +54,9 @@ def choose_candidates(uniforms: jax.Array, estimates: jax.Array, current: jax.Ar
     best = estimates[0]
     for action in range(1, k):
         best = jnp.maximum(best, estimates[action])
+    # Both in buffers of their own: fused into the choice below, XLA's CPU backend
+    # evaluated ``best`` (and the k estimates under it) again at each of its 2k uses.
+    estimates, best = jax.lax.optimization_barrier((estimates, best))
     tied = [estimates[action] == best for action in range(k)]
     num_tied = sum(t.astype(jnp.int32) for t in tied)
     keep = tied[0] & (current == 0)

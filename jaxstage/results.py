@@ -74,6 +74,10 @@ __all__ = [
     "result_rows",
     "run_summary",
     "run_labels",
+    "table_rows",
+    "best_reply_rows",
+    "table_columns",
+    "rows_to_frame",
     "write_results",
     "write_best_reply",
     "check_output_folder",
@@ -296,18 +300,71 @@ def _write_json(path: Path, data: Any) -> None:
         handle.write("\n")
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _csv_cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return ""  # read back as NaN by pandas, as a missing value by everything else
     if isinstance(value, float):
         return repr(value)
     return value
 
 
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns of a table: the union of the rows' keys, in order of first appearance."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def _column_dtype(values: Sequence[Any]) -> str | None:
+    """The pandas dtype of a column of plain values; ``None`` lets pandas decide (text)."""
+    present = [v for v in values if not _missing(v)]
+    if present and all(isinstance(v, bool) for v in present):
+        return "bool" if len(present) == len(values) else "boolean"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        # Integers with a missing entry (stage_length at stage 0) stay integers.
+        return "int64" if len(present) == len(values) else "Int64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "float64"
+    return None
+
+
+def rows_to_frame(rows: Sequence[dict[str, Any]]) -> Any:
+    """A tidy table as a pandas ``DataFrame``: the columns of :func:`table_columns`.
+
+    Integer columns are ``int64`` (nullable ``Int64`` when a value is missing), real ones
+    ``float64`` (NaN where missing), flags ``bool``, names pandas' text dtype.
+
+    Args:
+        rows: the rows (e.g. :func:`table_rows`).
+
+    Returns:
+        A ``pandas.DataFrame`` with one row per row.
+
+    Raises:
+        ImportError: pandas is not installed.
+    """
+    try:
+        import pandas as pd
+    except ImportError as error:
+        raise ImportError('to_frame needs pandas: pip install "jaxstage[frame]"') from error
+    columns = table_columns(rows)
+    data = {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        dtype = _column_dtype(values)
+        if dtype in ("Int64", "boolean"):  # nullable dtypes take None, not NaN
+            values = [None if _missing(v) else v for v in values]
+        data[column] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(data, columns=columns)
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:  # union of the columns, in order of first appearance
-        columns.extend(key for key in row if key not in columns)
+    columns = table_columns(rows)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
@@ -605,6 +662,70 @@ def _as_runs(result_or_results: Results) -> tuple[list[SimulationResult], bool]:
     return runs, True
 
 
+def table_rows(
+    result_or_results: Results, *, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The tidy table of ``results.csv``: :func:`result_rows` of each run, concatenated.
+
+    Args:
+        result_or_results: a :class:`~jaxstage.SimulationResult`, a
+            :class:`~jaxstage.SweepResult` or a sequence of results; several runs lead
+            every row with ``run`` (the index) and ``label`` columns.
+        labels: one label per run; default :func:`run_labels`.
+
+    Returns:
+        The rows, dicts of plain Python values (NaN marks a value that does not exist).
+
+    Raises:
+        TypeError: not a result, or a sequence holding something else.
+        ValueError: no runs, or the labels do not match the runs.
+    """
+    runs, several = _as_runs(result_or_results)
+    labels = run_labels(runs) if labels is None else [str(label) for label in labels]
+    if len(labels) != len(runs):
+        raise ValueError(f"labels has {len(labels)} entries for {len(runs)} runs")
+    rows: list[dict[str, Any]] = []
+    for index, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        for row in result_rows(run):
+            rows.append({"run": index, "label": label, **row} if several else row)
+    return rows
+
+
+def best_reply_rows(
+    result: BestReplyResult, *, record_every: int | None = None
+) -> list[dict[str, Any]]:
+    """The tidy table of ``trajectory.csv``: one row per recorded count vector.
+
+    Columns ``record``, ``step`` (when the recording interval is known), then
+    ``dist_<action>``.
+
+    Args:
+        result: the :class:`~jaxstage.BestReplyResult`.
+        record_every: the ``record_every`` the dynamics ran with; default:
+            ``result.config["record_every"]`` if recorded, else no ``step`` column.
+
+    Returns:
+        The rows, dicts of plain Python values.
+
+    Raises:
+        TypeError: ``result`` is not a :class:`~jaxstage.BestReplyResult`.
+    """
+    if not isinstance(result, BestReplyResult):
+        raise TypeError(f"result must be a BestReplyResult, got {type(result).__name__}")
+    config = result.config
+    record_every = config.get("record_every") if record_every is None else record_every
+    labels = _unique_or_indices(config.get("action_names"), result.distribution.shape[0])
+    rows = []
+    for index, distribution in enumerate(np.asarray(result.trajectory)):
+        row: dict[str, Any] = {"record": index}
+        if record_every is not None:
+            row["step"] = index * int(record_every)
+        for label, value in zip(labels, distribution, strict=True):
+            row[f"dist_{label}"] = _number(value)
+        rows.append(row)
+    return rows
+
+
 def write_results(
     result_or_results: Results,
     folder: str | os.PathLike[str],
@@ -634,14 +755,9 @@ def write_results(
             without ``overwrite``, holds other files, cannot be written there), or the
             labels do not match the runs.
     """
-    runs, several = _as_runs(result_or_results)
+    runs, _ = _as_runs(result_or_results)
+    rows = table_rows(result_or_results, labels=labels)
     labels = run_labels(runs) if labels is None else [str(label) for label in labels]
-    if len(labels) != len(runs):
-        raise ValueError(f"labels has {len(labels)} entries for {len(runs)} runs")
-    rows: list[dict[str, Any]] = []
-    for index, (run, label) in enumerate(zip(runs, labels, strict=True)):
-        for row in result_rows(run):
-            rows.append({"run": index, "label": label, **row} if several else row)
     summaries = [{"run": i, "label": labels[i], **run_summary(r)} for i, r in enumerate(runs)]
     with _atomic_folder(folder, overwrite) as staging:
         _write_csv(staging / "results.csv", rows)
@@ -677,20 +793,8 @@ def write_best_reply(
     Returns:
         The folder written.
     """
-    if not isinstance(result, BestReplyResult):
-        raise TypeError(f"result must be a BestReplyResult, got {type(result).__name__}")
+    rows = best_reply_rows(result, record_every=record_every)
     config = result.config
-    record_every = config.get("record_every") if record_every is None else record_every
-    action_names = config.get("action_names")
-    labels = _unique_or_indices(action_names, result.distribution.shape[0])
-    rows = []
-    for index, distribution in enumerate(np.asarray(result.trajectory)):
-        row: dict[str, Any] = {"record": index}
-        if record_every is not None:
-            row["step"] = index * int(record_every)
-        for label, value in zip(labels, distribution, strict=True):
-            row[f"dist_{label}"] = _number(value)
-        rows.append(row)
     summary = {
         "converged": result.converged,
         "cycled": result.cycled,

@@ -538,6 +538,23 @@ class SimulationResult:
     def num_stages(self) -> int:
         return len(self.stage_length)
 
+    def to_frame(self) -> Any:
+        """The tidy table of ``results.csv`` as a pandas ``DataFrame``, one row per state.
+
+        Same rows and columns as :func:`jaxstage.results.result_rows` (and the CSV written
+        by :func:`jaxstage.results.write_results`), with typed columns: see
+        :func:`jaxstage.results.rows_to_frame`.
+
+        Returns:
+            A ``pandas.DataFrame``.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install "jaxstage[frame]"``).
+        """
+        from jaxstage import results  # results imports this module
+
+        return results.rows_to_frame(results.table_rows(self))
+
     def summary(self) -> str:
         """A few readable lines: convergence, final distribution, gap."""
         cfg = self.config
@@ -590,6 +607,27 @@ class SweepResult:
     def stack(self, field: str) -> np.ndarray:
         """Stack one array field over the runs: ``(batch, ...)``."""
         return np.stack([getattr(run, field) for run in self.runs])
+
+    def to_frame(self, *, labels: Sequence[str] | None = None) -> Any:
+        """The tidy table of ``results.csv`` of all rows as a pandas ``DataFrame``.
+
+        Every run's rows (see :meth:`SimulationResult.to_frame`) led by ``run`` (the row
+        index of the sweep) and ``label`` columns, as written by
+        :func:`jaxstage.results.write_results`.
+
+        Args:
+            labels: one label per run; default :func:`jaxstage.results.run_labels`.
+
+        Returns:
+            A ``pandas.DataFrame``.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install "jaxstage[frame]"``).
+            ValueError: the labels do not match the runs.
+        """
+        from jaxstage import results  # results imports this module
+
+        return results.rows_to_frame(results.table_rows(self, labels=labels))
 
 
 # --------------------------------------------------------------------------- memory
@@ -1021,12 +1059,7 @@ def _kernel_spec(
     block_size = check_int(block_size, "block_size", low=1, high=2**30)
     blocks = math.ceil(num_agents / block_size)
     adopters = _adopter_capacity(spec, rows, event_capacity, block_size)
-    num_shards = _num_shards(
-        devices,
-        blocks,
-        platform=platform,
-        decides_all_by_events=bool(event_capacity and spec.needs_own_estimates and not adopters),
-    )
+    num_shards = _num_shards(devices, blocks)
     padded = math.ceil(blocks / num_shards) * num_shards * block_size  # whole blocks each
     if padded > MAX_PADDED_AGENTS:
         # Agent indices are int32: every padded agent's index must stay below 2**31.
@@ -1107,26 +1140,12 @@ def _agents_spec(spec, rows, max_stage_length, block_size, devices, platform, me
     )
 
 
-def _num_shards(
-    devices: int | None, blocks: int, *, platform: str = "", decides_all_by_events: bool = False
-) -> int:
+def _num_shards(devices: int | None, blocks: int) -> int:
     """Devices the fast kernel splits the population over: ``devices``, or by default
-    every device of the default backend, at most one per block of agents.
-
-    By default on a CPU, a run whose pass 2 decides for every agent from its own events
-    (``decides_all_by_events``: the events path with own estimates and no adopter filter,
-    e.g. ``update_prob`` 1, the model's default) takes one device. XLA already splits
-    that pass's large elementwise fusions (each event's payoff noise, each agent's
-    own-action sum and estimates) over every core of one device (``outer_dimension_
-    partitions`` in the optimised HLO), so a second device on the same cores adds
-    contention and a rendezvous per ``psum``, not parallelism: at 2^20 agents, k = 8,
-    stage length 50, one device ran faster than two on a 2-core machine (README,
-    "Performance"). The numbers do not depend on the choice.
-    """
+    every device of the default backend, at most one per block of agents. The numbers
+    do not depend on the choice."""
     count = jax.device_count()
     if devices is None:
-        if decides_all_by_events and (platform or jax.default_backend()) == "cpu":
-            return 1
         return max(1, min(count, blocks))
     return check_int(devices, "devices", low=1, high=count)
 

@@ -165,27 +165,14 @@ def test_devices_are_checked_before_running():
     assert js.simulate(game, learner, 100, 1, kernel="fast").config["devices"] == 1
     filtered = js.StageLearning(stage_length=2, update_prob=0.1)  # the adopter filter
     assert js.simulate(game, filtered, 5000, 1, block_size=512).config["devices"] == count
-    # ... except on a CPU where pass 2 decides for every agent from its own events
-    # (update_prob 1, plain learning): one device, XLA spreading it over the cores.
-    expected = 1 if jax.default_backend() == "cpu" else count
-    assert js.simulate(game, learner, 5000, 1, block_size=512).config["devices"] == expected
+    # ... also where pass 2 decides for every agent from its own events (update_prob 1).
+    assert js.simulate(game, learner, 5000, 1, block_size=512).config["devices"] == count
     with pytest.raises(ValueError, match="count must be an integer in \\[1, 4096\\], got 0"):
         js.use_cpu_cores(0)
     cpus = jax.local_device_count("cpu")  # the default backend may be a GPU's
     with pytest.raises(RuntimeError, match=f"JAX has started with {cpus} CPU device"):
         js.use_cpu_cores(cpus + 1)
     assert js.use_cpu_cores(cpus) == cpus  # what JAX already has: fine
-
-
-@NEEDS_TWO_DEVICES
-def test_default_devices_on_a_cpu_when_every_agent_decides_by_events():
-    # One CPU device when pass 2 decides for every agent from its events (XLA already
-    # spreads that pass over the cores); every device otherwise, or when asked for.
-    count = jax.device_count()
-    assert simulation._num_shards(None, 64) == count
-    assert simulation._num_shards(None, 64, platform="cpu", decides_all_by_events=True) == 1
-    assert simulation._num_shards(None, 64, platform="cuda", decides_all_by_events=True) == count
-    assert simulation._num_shards(2, 64, platform="cpu", decides_all_by_events=True) == 2
 
 
 GAMES = {

@@ -14,14 +14,10 @@ def payoffs(game, distribution, params=None):
     return np.asarray(game.expected_payoffs(params, jnp.asarray(distribution, jnp.float32)))
 
 
-ALL_GAMES = [
-    js.make_game("congestion"),
+# Every built-in game with its defaults, and variants of their other shapes.
+ALL_GAMES = [js.make_game(name) for name in js.list_games()] + [
     js.make_game("congestion", num_actions=3, a=[0.0, 0.2, 0.5], b=[1.0, 2.0, 0.5], p=2.0),
-    js.make_game("minority"),
     js.make_game("minority", smoothness=0.05, noise="coin"),
-    js.make_game("beauty_contest"),
-    js.make_game("adoption"),
-    js.make_game("random_linear"),
     js.make_game("random_linear", symmetric=False, num_actions=3, game_seed=4),
 ]
 

@@ -163,7 +163,6 @@ def test_sweep_compiles_once_for_new_values():
     assert simulation._jit_chunk_batched._cache_size() == size
 
 
-GAMES = ["congestion", "minority", "beauty_contest", "adoption", "random_linear"]
 INFOS = [
     dict(info="none"),
     dict(info="payoffs"),
@@ -173,11 +172,10 @@ INFOS = [
 ]
 
 
-# Every game once and every information mode on every game shape: each game is paired
-# with one mode, and the typed game (adoption) runs all modes.
-PAIRS = list(zip(GAMES, INFOS, strict=True)) + [
-    ("adoption", info) for info in INFOS[:3] + INFOS[4:]
-]
+# Every built-in game once and every information mode on every game shape: each game is
+# paired with one mode (in turn), and the typed game (adoption) runs all modes.
+PAIRS = [(name, INFOS[i % len(INFOS)]) for i, name in enumerate(js.list_games())]
+PAIRS += [("adoption", info) for info in INFOS if ("adoption", info) not in PAIRS]
 
 
 @pytest.mark.parametrize(

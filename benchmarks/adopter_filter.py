@@ -1,7 +1,7 @@
 """Pass 2's adopter filter on and off, alternating, at given update probabilities.
 
 The fast kernel's events path accumulates only the adopting agents' events when every
-row's ``update_prob`` is at most ``jaxstage.simulation.MAX_FILTERED_UPDATE_PROB``; the
+row's ``update_prob`` is at most ``jaxstage.plan.MAX_FILTERED_UPDATE_PROB``; the
 numbers are the same either way. This measures both settings (forced through that
 constant) in alternating child processes on issue 3's configuration (2^20 agents, k = 8,
 stage length 50, exploration 0.05, congestion game; best of 3 timed calls of 8 stages
@@ -25,8 +25,8 @@ from throughput import GAME, probability  # the game of every benchmark
 _CHILD = r"""
 import sys, time
 import jaxstage as js
-from jaxstage import simulation
-simulation.MAX_FILTERED_UPDATE_PROB = 1.0 if sys.argv[2] == "on" else -1.0
+from jaxstage import plan
+plan.MAX_FILTERED_UPDATE_PROB = 1.0 if sys.argv[2] == "on" else -1.0
 n, k, tau, stages = 2**20, 8, 50, 8
 game = js.make_game(sys.argv[3], num_actions=k)
 learner = js.StageLearning(stage_length=tau, explore_prob=0.05, update_prob=float(sys.argv[1]))

@@ -286,7 +286,7 @@ def main() -> int:
 
     import jax
 
-    from jaxstage import simulation
+    from jaxstage import plan
     from jaxstage.devices import cpu_core_count
 
     backend = jax.default_backend()
@@ -296,7 +296,7 @@ def main() -> int:
     env |= gpu_description()
     env["xla_env"] = {name: value for name, value in os.environ.items() if name.startswith("XLA")}
     env["cpu_figures_jax"] = cpu_figures_jax()
-    free_bytes = simulation.available_memory_bytes()
+    free_bytes = plan.available_memory_bytes()
     env["free_device_bytes_at_start"] = free_bytes
     print(f"environment: {json.dumps(env)}", flush=True)
     if backend != "gpu" and not args.dry_run:

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 import jaxstage as js
-from jaxstage import simulation
+from jaxstage import kernels
 
 
 def _best_time(function, repeats: int) -> float:
@@ -41,13 +41,13 @@ def measure(agents: int, rows: int, stage_length: int, stages: int, repeats: int
     game = js.make_game("congestion")
     learner = js.StageLearning(stage_length=stage_length, explore_prob=0.05, update_prob=0.1)
     seeds = list(range(rows))
-    in_turn = simulation._FAST
-    vectorised = simulation._compiled(
-        simulation._fast_initial_state, simulation._fast_run_chunk, batch=jax.vmap
+    in_turn = kernels.FAST
+    vectorised = kernels.compiled(
+        kernels.fast_initial_state, kernels.fast_run_chunk, batch=jax.vmap
     )
     out, trajectories = {}, {}
     for name, compiled in (("lax.map (sweep)", in_turn), ("vmap", vectorised)):
-        simulation._FAST = compiled
+        kernels.FAST = compiled
         try:
 
             def run(label=name):
@@ -55,7 +55,7 @@ def measure(agents: int, rows: int, stage_length: int, stages: int, repeats: int
 
             out[name] = _best_time(run, repeats)
         finally:
-            simulation._FAST = in_turn
+            kernels.FAST = in_turn
     out["lax.map, one device"] = _best_time(
         lambda: js.sweep(game, learner, agents, stages, seeds=seeds, devices=1), repeats
     )

@@ -344,7 +344,7 @@ PRESETS = {
         info=["none"],
     ),
     # The two exploration paths of the fast kernel against each other (what
-    # jaxstage.simulation.EVENTS_FROM_STAGE_LENGTH is read from).
+    # jaxstage.plan.EVENTS_FROM_STAGE_LENGTH is read from).
     "paths": dict(
         agents=[2**20],
         actions=[2, 4, 8],
@@ -491,9 +491,9 @@ def _setting(update_prob: float) -> str:
     """What a row's update probability stands for (a label for its reader)."""
     if update_prob == 1.0:
         return "the model's default: every agent decides at every stage end"
-    from jaxstage import simulation
+    from jaxstage import plan
 
-    if update_prob <= simulation.MAX_FILTERED_UPDATE_PROB:
+    if update_prob <= plan.MAX_FILTERED_UPDATE_PROB:
         return "few adopters: the adopter filter skips the others' decisions"
     return "inertia above the adopter filter's limit"
 
@@ -501,10 +501,10 @@ def _setting(update_prob: float) -> str:
 def _auto_path(actions: int, stage_length: int, explore: float, info: str) -> str:
     """The exploration path ``fast_path="auto"`` takes for this configuration."""
     import jaxstage as js
-    from jaxstage import simulation
+    from jaxstage import plan
 
     learner = js.StageLearning(stage_length=stage_length, explore_prob=explore, info=info)
-    return "events" if simulation._exploration_path([learner], 1) else "rounds"
+    return "events" if plan.event_capacity_for([learner], 1) else "rounds"
 
 
 def _rate(result: dict | None) -> float | None:

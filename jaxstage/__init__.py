@@ -23,15 +23,12 @@ from jaxstage.best_reply import (  # noqa: E402
     solve_equilibrium,
 )
 from jaxstage.devices import cpu_core_count, use_cpu_cores  # noqa: E402
+from jaxstage.engine import Simulation, SimulationState  # noqa: E402
 from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
 from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
-from jaxstage.simulation import (  # noqa: E402
-    SimulationResult,
-    SweepResult,
-    estimate_memory_bytes,
-    simulate,
-    sweep,
-)
+from jaxstage.plan import estimate_memory_bytes  # noqa: E402
+from jaxstage.records import SimulationResult, StageRecords, SweepResult  # noqa: E402
+from jaxstage.simulation import resume, simulate, sweep  # noqa: E402
 
 __all__ = [
     # games
@@ -44,9 +41,14 @@ __all__ = [
     "StageLearning",
     "INFO_MODES",
     "simulate",
+    "resume",
     "sweep",
     "SimulationResult",
     "SweepResult",
+    # state and step
+    "Simulation",
+    "SimulationState",
+    "StageRecords",
     "estimate_memory_bytes",
     "use_cpu_cores",
     "cpu_core_count",

@@ -65,7 +65,7 @@ __all__ = [
 
 #: Device memory assumed when the backend reports none (a deviceless compile, or a
 #: device without ``memory_stats``), by platform: an H200's 141 GB for CUDA. The CPU
-#: takes the host's available memory (``simulation.available_memory_bytes``).
+#: takes the host's available memory (``plan.available_memory_bytes``).
 DEFAULT_DEVICE_MEMORY = {"cuda": 141 * 10**9, "gpu": 141 * 10**9, "rocm": 64 * 2**30}
 #: Share of the device memory a block's temporaries may take (the rest: the stage
 #: actions, twice, and XLA's own buffers).

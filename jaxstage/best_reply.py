@@ -44,7 +44,7 @@ MODES = ("sequential", "simultaneous")
 
 COUNT_DTYPE = jnp.int32
 MAX_AGENTS = int(np.iinfo(np.int32).max)
-"""Largest population: counts are int32 (``jaxstage.simulation.MAX_AGENTS`` is the same
+"""Largest population: counts are int32 (``jaxstage.plan.MAX_AGENTS`` is the same
 ``2**31 - 1``). Raising it needs int64 counts here (``jax_enable_x64``) and a 64-bit
 uniform draw in :func:`_uniform_below`."""
 

@@ -53,14 +53,18 @@ import re
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import jaxstage as js
+from jaxstage import checkpoint
+from jaxstage._validation import check_int
 from jaxstage.games import GAMES, list_games, make_game
 from jaxstage.learner import INFO_MODES
 from jaxstage.results import check_output_folder, write_best_reply, write_results
+from jaxstage.resumable import run_with_checkpoints
 
 __all__ = ["main", "build_parser", "load_config", "parse_param", "parse_initial"]
 
@@ -366,24 +370,81 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out must be a folder name, got {out!r}")
     check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
+    checkpoints = _checkpoint_folder(args, out)
+    options = {
+        "eps": run["eps"],
+        "delta": run["delta"],
+        "hold_stages": run["hold_stages"],
+        "initial": initial,
+    }
+    if checkpoints is None:
+        result = js.simulate(
+            game,
+            learner,
+            run["agents"],
+            run["stages"],
+            run["seed"],
+            progress=not args.no_progress,
+            **options,
+        )
+    else:  # the manifests name the results folder, for `jaxstage resume`
+        sim = js.Simulation(game, learner, run["agents"], run["stages"], **options)
+        result = run_with_checkpoints(
+            sim,
+            check_int(run["seed"], "seed", low=0, high=2**32 - 1),
+            checkpoints,
+            every=args.checkpoint_every,
+            progress=not args.no_progress,
+            extra={"out": os.path.abspath(out)},
+        )
+    return _finish_run(args, game, result, out, checkpoints)
 
-    result = js.simulate(
-        game,
-        learner,
-        run["agents"],
-        run["stages"],
-        run["seed"],
-        eps=run["eps"],
-        delta=run["delta"],
-        hold_stages=run["hold_stages"],
-        initial=initial,
-        progress=not args.no_progress,
-    )
+
+def _checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
+    """The checkpoints folder of ``run``: none without ``--checkpoint-every``; by
+    default ``<out>.checkpoints`` beside the results folder."""
+    if args.checkpoint_every is None:
+        if args.checkpoint_dir is not None:
+            raise ValueError("--checkpoint-dir needs --checkpoint-every (stages between them)")
+        return None
+    folder = _out_folder(args.checkpoint_dir, f"{os.fspath(out).rstrip('/')}.checkpoints")
+    folder = checkpoint.check_folder(folder)
+    if os.path.abspath(folder) == os.path.abspath(out):
+        raise ValueError("--checkpoint-dir must not be the results folder (--out)")
+    return folder
+
+
+def _finish_run(args, game, result, out, checkpoints) -> int:
     print(result.summary())
     _print_equilibria(game, result.distribution[-1])
     folder = write_results(result, out, plot=not args.no_plot, overwrite=args.overwrite)
     print(f"results written to {folder}")
+    if checkpoints is not None:
+        if args.keep_checkpoints:
+            print(f"checkpoints kept in {checkpoints}")
+        else:  # the results are written: they are no longer needed
+            checkpoint.remove(checkpoints)
     return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    saved = checkpoint.load(args.checkpoint_dir)
+    extra = saved.manifest.get("extra", {})
+    out = _out_folder(args.out, extra.get("out"))
+    if out is None:
+        raise ValueError(
+            f"{args.checkpoint_dir} was not written by `jaxstage run`: give the results "
+            "folder with --out"
+        )
+    check_output_folder(out, overwrite=args.overwrite)
+    result = js.resume(
+        args.checkpoint_dir,
+        progress=not args.no_progress,
+        allow_other_versions=args.allow_other_versions,
+    )
+    saved_game = result.config["game"]
+    game = make_game(saved_game["name"], **{k: v for k, v in saved_game.items() if k != "name"})
+    return _finish_run(args, game, result, out, saved.path.parent)
 
 
 def _cmd_br(args: argparse.Namespace) -> int:
@@ -612,7 +673,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_devices_option(run)
     run.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    run.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="K",
+        help="write a checkpoint every K stages (continue a killed run with `jaxstage resume`)",
+    )
+    run.add_argument(
+        "--checkpoint-dir", metavar="FOLDER", help="checkpoints folder (default: <out>.checkpoints)"
+    )
+    run.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep them once the results are written"
+    )
     run.set_defaults(handler=_cmd_run)
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run from its last checkpoint and write its results folder",
+        description="Continue a `jaxstage run --checkpoint-every K` from the last checkpoint "
+        "in FOLDER; the results are bitwise those of the run uninterrupted.",
+        allow_abbrev=False,
+    )
+    resume.add_argument("checkpoint_dir", metavar="FOLDER", help="the run's checkpoints folder")
+    resume.add_argument("--out", metavar="FOLDER", help="results folder (default: the run's)")
+    resume.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    resume.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    resume.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep them once the results are written"
+    )
+    resume.add_argument(
+        "--allow-other-versions",
+        action="store_true",
+        help="resume although jaxstage, jax or the backend changed (numbers may differ)",
+    )
+    _add_devices_option(resume)
+    resume.set_defaults(handler=_cmd_resume)
 
     br = commands.add_parser("br", help="count-level best-reply dynamics", allow_abbrev=False)
     _add_game_options(br, f"default {DEFAULT_GAME}")

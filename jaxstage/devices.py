@@ -6,7 +6,7 @@ over devices (``simulate(..., devices=...)``, with ``shard_map``), so splitting 
 into one device per core runs the shards in parallel: on a 2-core machine, two devices ran
 1.4 to 1.9 times the agent-rounds per second of one from 10^6 to 10^9 agents, and sweeps
 of 10^6 agents 2.3 times; a population of a few blocks gains little, one block nothing
-(README, "Performance"). The numbers do not depend on the number of devices.
+(docs/performance.md). The numbers do not depend on the number of devices.
 """
 
 from __future__ import annotations

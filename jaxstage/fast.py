@@ -8,7 +8,7 @@ games with the default additive Gaussian noise, in every information mode:
   types are recomputed from agent indices). Within a stage, agents are processed in
   blocks of ``block_size``, so temporaries are per block, not per population. The one
   population-sized scratch buffer, pass 1's kept events (only when it fits
-  ``simulation.REPLAY_BUDGET_BYTES``), is reused from stage to stage but carries nothing
+  ``plan.REPLAY_BUDGET_BYTES``), is reused from stage to stage but carries nothing
   from one stage to the next.
 * **Two passes.** A round's payoffs depend on that round's counts only, and every random
   number is a pure function of its coordinates (:mod:`jaxstage.counter_rng`). Pass 1
@@ -109,7 +109,7 @@ MAX_BLOCK_SLOTS = 2**19
 #: (k = 2: 486 against 399 M agent-rounds/s for 2^18), within noise at 10^7 agents.
 MAX_EVENT_BLOCK = 2**15
 #: With ``spec.filter_adopters`` (``update_prob`` at most
-#: ``simulation.MAX_FILTERED_UPDATE_PROB``), pass 2 decides for the agents that adopt a
+#: ``plan.MAX_FILTERED_UPDATE_PROB``), pass 2 decides for the agents that adopt a
 #: candidate this stage only (the others keep their action whatever they observed):
 #: their events are gathered in order (so the sums are bitwise the same) into windows of
 #: ``1 / ADOPTER_WINDOW_FRACTION`` of a batch's slots, one window when at most about 1/8
@@ -236,7 +236,7 @@ def shard_start(spec: RunSpec) -> jax.Array | int:
 
 def agent_mesh(num_shards: int) -> jax.sharding.Mesh:
     """A one-axis mesh (:data:`AGENT_AXIS`) of the default backend's first ``num_shards``
-    devices (``simulation._num_shards`` checks the count before tracing)."""
+    devices (``plan.shard_count`` checks the count before tracing)."""
     return jax.sharding.Mesh(np.asarray(jax.devices()[:num_shards]), (AGENT_AXIS,))
 
 
@@ -323,7 +323,7 @@ def kept_events_buffer(spec: RunSpec) -> ev.Walk | KeptAdopterEvents | None:
     """Room for pass 1's first batch of events of every block (``None`` without replay):
     every slot's walk, or with the adopter filter the adopters' events only.
 
-    It is carried through the stages of a chunk (``simulation._chunk_stages``) and
+    It is carried through the stages of a chunk (``plan.chunk_stages``) and
     overwritten in place, so it is filled once per chunk instead of once per stage (about
     12 ms per stage at 2^20 agents, k = 8: ``benchmarks/profile_stage.py`` on commit
     79aff78). Runs of up to 20 stages have one-stage chunks and gain nothing.

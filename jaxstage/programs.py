@@ -4,7 +4,7 @@
 :class:`~jaxstage.spec.RunSpec` and traced parameters as :func:`jaxstage.simulate` and
 :func:`jaxstage.sweep` (the private helpers of :mod:`jaxstage.simulation`, imported, not
 copied) and return each jitted object those would call, with its arguments: the kernel's
-initial-state and chunk programs (``simulation._FAST`` or ``simulation._REFERENCE``) and,
+initial-state and chunk programs (``kernels.FAST`` or ``kernels.REFERENCE``) and,
 for the fast kernel, the metrics programs run on their counts. Every array argument is a
 ``jax.ShapeDtypeStruct`` (no population is ever allocated: 10^9 agents cost nothing), so a
 program can be lowered for any backend, e.g. for CUDA with the CPU jaxlib::
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import simulation as sim
+from jaxstage import engine, kernels, plan
 from jaxstage.games import AnonymousGame
 from jaxstage.learner import StageLearning
 from jaxstage.spec import RunSpec
@@ -103,13 +103,13 @@ def simulate_programs(
     Args:
         game, learner, num_agents, num_stages, kernel, fast_path, devices, block_size,
         initial: as in :func:`jaxstage.simulate`.
-        platform: the backend the programs are meant for (``simulation._kernel_spec``'s
+        platform: the backend the programs are meant for (``plan.kernel_spec``'s
             ``platform``: it picks the fast kernel's design); default the default backend.
         device_memory_bytes: one device's memory: sizes the agents path's blocks
-            (``simulation._kernel_spec``'s ``memory_bytes``), and a run estimated to need
+            (``plan.kernel_spec``'s ``memory_bytes``), and a run estimated to need
             more is refused as ``simulate`` would; default: the memory available when
             ``platform`` is the default backend, else that platform's device memory
-            (``simulation.memory_available_bytes``: never this host's memory for another
+            (``plan.memory_available_bytes``: never this host's memory for another
             backend).
         sharding: the sharding of every array argument (e.g. a ``NamedSharding`` on a
             compile-only topology's mesh); default none (the default device).
@@ -121,13 +121,13 @@ def simulate_programs(
         ``chunk_metrics`` (fast kernel), and ``chunk_last`` and ``chunk_last_metrics``
         when the last chunk has a program of its own.
     """
-    num_agents, num_stages, eps, _, _ = sim._validate_common(
+    num_agents, num_stages, eps, _, _ = plan.validate_common(
         game, learner, num_agents, num_stages, 0.05, 0.05, None
     )
-    kind, payload = sim._parse_initial(initial, num_agents, game.num_actions)
-    params_game = sim._check_game_params(game, None)
-    kernel = sim._resolve_kernel(kernel, game, fast_path)
-    spec = sim._kernel_spec(
+    kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
+    params_game = plan.check_game_params(game, None)
+    kernel = plan.resolve_kernel(kernel, game, fast_path)
+    spec = plan.kernel_spec(
         kernel,
         game,
         learner,
@@ -144,12 +144,12 @@ def simulate_programs(
     if check_memory:
         _check_memory(game, learner, num_agents, 1, spec, platform, device_memory_bytes)
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
-    params = sim._run_params(params_game, learner, num_stages, padded, eps)
+    params = plan.run_params(params_game, learner, num_stages, padded, eps)
     fast = spec.kernel == "fast"
     seed = jnp.uint32(0) if fast else jax.random.key(0)
-    compiled = sim._FAST if fast else sim._REFERENCE
+    compiled = kernels.FAST if fast else kernels.REFERENCE
     return _programs(
-        game, spec, params, kind, payload, seed, compiled[:2], sim._jit_stage_metrics, sharding
+        game, spec, params, kind, payload, seed, compiled[:2], kernels.jit_stage_metrics, sharding
     )
 
 
@@ -184,19 +184,19 @@ def sweep_programs(
     Returns:
         As :func:`simulate_programs`, the batched programs.
     """
-    num_agents, num_stages, eps, _, _ = sim._validate_common(
+    num_agents, num_stages, eps, _, _ = plan.validate_common(
         game, learner, num_agents, num_stages, 0.05, 0.05, None
     )
     rows = list(learners) if learners is not None else [learner] * batch
     if not rows:
         raise ValueError("a sweep needs at least one row")
     for row in rows:
-        sim._check_sample_counts(row, num_stages)
-    kind, payload = sim._parse_initial(initial, num_agents, game.num_actions)
-    params_game = sim._check_game_params(game, None)
-    kernel = sim._resolve_kernel(kernel, game, fast_path)
+        plan.check_sample_counts(row, num_stages)
+    kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
+    params_game = plan.check_game_params(game, None)
+    kernel = plan.resolve_kernel(kernel, game, fast_path)
     max_length = max(row.stage_lengths(num_stages).max() for row in rows)
-    spec = sim._kernel_spec(
+    spec = plan.kernel_spec(
         kernel,
         game,
         learner,
@@ -213,12 +213,12 @@ def sweep_programs(
     if check_memory:
         _check_memory(game, learner, num_agents, len(rows), spec, platform, device_memory_bytes)
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
-    row_params = [sim._run_params(params_game, row, num_stages, padded, eps) for row in rows]
+    row_params = [plan.run_params(params_game, row, num_stages, padded, eps) for row in rows]
     params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *row_params)
     fast = spec.kernel == "fast"
     seeds = jnp.zeros(len(rows), jnp.uint32)
     keys = seeds if fast else jax.vmap(jax.random.key)(seeds)
-    compiled = sim._FAST if fast else sim._REFERENCE
+    compiled = kernels.FAST if fast else kernels.REFERENCE
     return _programs(
         game,
         spec,
@@ -227,7 +227,7 @@ def sweep_programs(
         payload,
         keys,
         compiled[2:],
-        sim._jit_stage_metrics_batched,
+        kernels.jit_stage_metrics_batched,
         sharding,
     )
 
@@ -235,7 +235,7 @@ def sweep_programs(
 def _check_memory(game, learner, num_agents, batch, spec, platform, limit) -> None:
     # Against the target's device memory (``limit``, else the platform's device: never
     # this host's memory for another backend), as ``simulate`` would on the target.
-    sim._check_memory(num_agents, game.num_actions, learner, batch, limit, spec, platform)
+    plan.check_memory(num_agents, game.num_actions, learner, batch, limit, spec, platform)
 
 
 def _abstract(tree, sharding):
@@ -253,27 +253,27 @@ def _abstract(tree, sharding):
 
 
 def _programs(game, spec, params, kind, payload, seed, jitted, metrics, sharding) -> list[Program]:
-    """The driver's calls (``simulation._drive`` through ``_with_metrics``), in order."""
+    """The driver's calls (``engine.Pipeline.init`` and ``advance``), in order."""
     jit_initial, jit_chunk = jitted
     fast = spec.kernel == "fast"
     agents = fast and spec.exploration_path == "agents"
-    types = sim._types_array(spec)
+    types = plan.types_array(spec)
     initial_args = _abstract(
         (game, spec, params, kind, jnp.asarray(payload), types, seed), sharding
     )
     actions, key, initial_metrics = jit_initial.trace(*initial_args).out_info
     programs = [Program("initial", jit_initial, initial_args, {}, spec, 1, False, 1)]
     if fast:
-        # _with_metrics: the host's counts, with a "stages" axis of one, for the metrics.
+        # Pipeline.init: the host's counts, with a "stages" axis of one, for the metrics.
         counts = initial_metrics
         shape = counts.shape[:-2] + (1,) + counts.shape[-2:]
         initial_counts = jax.ShapeDtypeStruct(shape, counts.dtype, sharding=sharding)
         args = _abstract((game, params), sharding) + (initial_counts,)
         programs.append(Program("initial_metrics", metrics, args, {}, spec, 1, False, 1))
-    # One program per distinct chunk spec (simulation._chunk_spec), in order of first use.
+    # One program per distinct chunk spec (engine.chunk_spec), in order of first use.
     chunk_specs: dict[RunSpec, int] = {}
     for first in range(0, spec.num_stages, spec.chunk_stages):
-        chunk_spec = sim._chunk_spec(spec, first)
+        chunk_spec = engine.chunk_spec(spec, first, spec.num_stages)
         chunk_specs[chunk_spec] = chunk_specs.get(chunk_spec, 0) + 1
     first = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding)
     for index, (chunk_spec, calls) in enumerate(chunk_specs.items()):
@@ -281,7 +281,7 @@ def _programs(game, spec, params, kind, payload, seed, jitted, metrics, sharding
         args = _abstract((game, chunk_spec, params, actions, types, key, first), sharding)
         records = jit_chunk.trace(*args).out_info[1]
         # On the agents path the driver also reads each chunk's overflow counts
-        # (simulation._with_overflow_check), split off the records' metrics.
+        # (engine.Pipeline.advance), split off the records' metrics.
         counts = records.metrics[0] if agents else records.metrics
         programs.append(Program(name, jit_chunk, args, {}, chunk_spec, calls, True, 1 + agents))
         if fast:

@@ -1,11 +1,17 @@
-"""The static configuration of a run, shared by the reference and fast kernels."""
+"""What configures the programs of a run, shared by the reference and fast kernels: the
+static :class:`RunSpec` (shapes and code paths; jit-static) and the traced
+:class:`RunParams`."""
 
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
-__all__ = ["RunSpec", "needs_own_estimates"]
+import jax
+
+from jaxstage.games import Params
+
+__all__ = ["RunSpec", "RunParams", "needs_own_estimates"]
 
 
 def needs_own_estimates(info: str, info_sample_size: int | None) -> bool:
@@ -90,3 +96,14 @@ class RunSpec(NamedTuple):
     @property
     def padded_agents(self) -> int:
         return self.num_blocks * self.block_size
+
+
+class RunParams(NamedTuple):
+    """Traced parameters of one run (a sweep stacks them along a leading axis)."""
+
+    game: Params  # dict of float32 arrays, the game's coefficients
+    explore_prob: jax.Array  # (num_padded_stages,) float32
+    stage_length: jax.Array  # (num_padded_stages,) int32
+    update_prob: jax.Array  # () float32
+    info_noise_std: jax.Array  # () float32
+    eps: jax.Array  # () float32

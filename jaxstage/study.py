@@ -854,9 +854,9 @@ def run_sweep(
     """One batched sweep of ``exp`` (all update probabilities and seeds) at one variant,
     population and stage length. Returns ``(runs, series, seconds)`` as :func:`run_experiment`.
     """
-    from jaxstage.simulation import _versions
+    from jaxstage.engine import versions as run_versions
 
-    versions = _versions()
+    versions = run_versions()
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -1697,14 +1697,14 @@ def write_study(
     ``reused`` lists the sweeps taken from other study folders (:func:`reusable_sweeps`);
     config.json and summary.md name them and their own run time.
     """
-    from jaxstage.simulation import _versions
+    from jaxstage.engine import versions as run_versions
 
     convergence = convergence_table(runs)
     shortest = shortest_stage_length_table(convergence)
     speedup = info_speedup_table(convergence, study.experiments)
     config = {
         "study": study.config(),
-        "versions": _versions(),
+        "versions": run_versions(),
         "command": command,
         "wall_seconds": round(wall_seconds, 1),
         "reused_sweeps": {

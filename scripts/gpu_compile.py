@@ -46,14 +46,14 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import jaxstage as js  # noqa: E402
+from jaxstage import engine, plan  # noqa: E402
 from jaxstage import hlo_report as hr  # noqa: E402
 from jaxstage import programs as pr  # noqa: E402
-from jaxstage import simulation  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, "scripts", "h200_target.txtpb")
 SMALL, LARGE = 2**20, 10**9
-NUM_STAGES = 100  # chunks of 5 stages (simulation._chunk_stages)
+NUM_STAGES = 100  # chunks of 5 stages (plan.chunk_stages)
 STAGE_LENGTH = 50
 #: (name, learner keywords) of each information mode.
 INFO_MODES = {
@@ -178,7 +178,7 @@ def stage_summary(config: Config, spec, records: dict[str, dict]) -> dict:
 
 
 def memory_record(game, learner, spec, records: dict[str, dict], device_bytes: int) -> dict:
-    """simulate's memory estimate (``simulation.estimate_memory_bytes``: what it refuses
+    """simulate's memory estimate (``plan.estimate_memory_bytes``: what it refuses
     runs by) against XLA's buffer assignment of the largest program (temporaries,
     arguments and outputs, less what the outputs alias)."""
     compiled = max(
@@ -188,7 +188,7 @@ def memory_record(game, learner, spec, records: dict[str, dict], device_bytes: i
         - r["memory"]["alias_size"]
         for r in records.values()
     )
-    estimate = simulation.estimate_memory_bytes(
+    estimate = plan.estimate_memory_bytes(
         spec.num_agents,
         game.num_actions,
         learner,
@@ -210,21 +210,11 @@ def memory_record(game, learner, spec, records: dict[str, dict], device_bytes: i
 def spec_record(game, learner, spec) -> dict:
     record = spec._asdict()
     record["type_counts"] = list(record["type_counts"])
-    # The path as a run's result names it (simulation._config), so the two cannot differ.
-    config = simulation._config(
-        game,
-        learner,
-        spec.num_agents,
-        spec.num_stages,
-        0,
-        0.05,
-        0.05,
-        None,
-        "uniform",
-        game.default_params(),
-        [],
-        spec,
+    # The path as a run's result names it (engine.run_config), so the two cannot differ.
+    options = engine.RunOptions(
+        spec.num_agents, spec.num_stages, 0.05, 0.05, None, "uniform", game.default_params(), []
     )
+    config = engine.run_config(game, learner, options, spec, seed=0)
     record["fast_path"] = config["fast_path"]
     return record
 
@@ -378,7 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fast-path",
         dest="path",
         default="auto",
-        choices=simulation.FAST_PATHS,
+        choices=plan.FAST_PATHS,
         help="the fast kernel's path (default auto: what simulate picks for a GPU)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 on any failed check")

@@ -15,7 +15,7 @@ import test_reference_agreement as agreement
 
 import jaxstage as js
 from jaxstage import agent_events as ae
-from jaxstage import agent_stage, simulation
+from jaxstage import agent_stage, engine, plan, simulation
 from jaxstage.spec import RunSpec
 
 AGENTS = functools.partial(simulation.simulate, kernel="fast", fast_path="agents")
@@ -247,11 +247,11 @@ def test_forced_small_event_bound_gives_the_same_bits(monkeypatch):
     run = functools.partial(AGENTS, game, learner(), 2000, 5, seed=7, return_actions=True)
     default = run()
     seen = []
-    chunk_spec = simulation._chunk_spec
+    chunk_spec = engine.chunk_spec
     monkeypatch.setattr(
-        simulation, "_chunk_spec", lambda s, f: seen.append(s.agent_events) or chunk_spec(s, f)
+        engine, "chunk_spec", lambda s, f, e: seen.append(s.agent_events) or chunk_spec(s, f, e)
     )
-    monkeypatch.setattr(simulation, "_FORCED_AGENT_EVENTS", 1)
+    monkeypatch.setattr(plan, "_FORCED_AGENT_EVENTS", 1)
     forced = run()
     assert seen[0] == 1 and max(seen) > 1  # it overflowed and ran again
     assert_same_run(default, forced)
@@ -303,14 +303,14 @@ def test_many_actions_smoke(k):
 
 
 def test_auto_picks_agents_on_a_gpu_platform_only():
-    spec = simulation._kernel_spec(
+    spec = plan.kernel_spec(
         "fast", GAME, learner(), 10**6, 10, 12, None, platform="cuda", memory_bytes=141 * 10**9
     )
     assert spec.fast_path == "agents" and spec.num_blocks == 2  # one per device here
     assert spec.block_size % spec.tile_size == 0 and spec.agent_events >= 1
-    cpu = simulation._kernel_spec("fast", GAME, learner(), 10**6, 10, 12, None, platform="cpu")
+    cpu = plan.kernel_spec("fast", GAME, learner(), 10**6, 10, 12, None, platform="cpu")
     assert cpu.exploration_path in ("events", "rounds")
-    big = simulation._kernel_spec(
+    big = plan.kernel_spec(
         "fast",
         js.make_game("congestion", num_actions=8),
         js.StageLearning(stage_length=50, explore_prob=0.05),
@@ -387,11 +387,9 @@ def test_sampled_published_counts_are_fasts(k, m, noise, elsewhere, monkeypatch)
 
     game = js.make_game("congestion", num_actions=k)
     row = learner("distribution", m, noise)
-    spec = simulation._kernel_spec(
-        "fast", game, row, 5000, 3, 12, None, fast_path="agents", devices=1
-    )
+    spec = plan.kernel_spec("fast", game, row, 5000, 3, 12, None, fast_path="agents", devices=1)
     padded = -(-3 // spec.chunk_stages) * spec.chunk_stages
-    params = simulation._run_params(game.default_params(), row, 3, padded, 0.05)
+    params = plan.run_params(game.default_params(), row, 3, padded, 0.05)
     actions = jnp.asarray(
         np.random.default_rng(k).integers(0, k, spec.padded_agents), fast.action_dtype(k)
     )
@@ -432,14 +430,14 @@ def test_memory_estimate_bounds_the_compiled_program_on_the_cpu():
                 + memory.output_size_in_bytes
                 - memory.alias_size_in_bytes,
             )
-        estimate = simulation.estimate_memory_bytes(n, k, row, spec=spec)
-        slack = spec.num_shards * (64 * 2**20 + simulation._deviation_bytes(k))
+        estimate = plan.estimate_memory_bytes(n, k, row, spec=spec)
+        slack = spec.num_shards * (64 * 2**20 + plan.deviation_bytes(k))
         assert peak <= estimate, (k, info, peak, estimate)
         assert estimate - slack <= 4 * peak, (k, info, peak, estimate)
 
 
 def _big_spec(memory_bytes):
-    return simulation._kernel_spec(
+    return plan.kernel_spec(
         "fast",
         BIG_GAME,
         BIG_LEARNER,
@@ -459,19 +457,19 @@ def test_a_billion_agents_fit_an_h200():
     temporaries: 61.5 GB) plus 2 GB of stage actions, below an H200's 141 GB (the rounds
     path's estimate, 240 GB, would refuse it). The device's memory, not this host's."""
     spec = _big_spec(141 * 10**9)
-    needed = simulation.estimate_memory_bytes(10**9, 8, BIG_LEARNER, spec=spec)
+    needed = plan.estimate_memory_bytes(10**9, 8, BIG_LEARNER, spec=spec)
     assert spec.num_blocks == 2 and 62 * 10**9 < needed < 141 * 10**9, needed
-    simulation._check_memory(10**9, 8, BIG_LEARNER, 1, 141 * 10**9, spec, "cuda")
+    plan.check_memory(10**9, 8, BIG_LEARNER, 1, 141 * 10**9, spec, "cuda")
     # No limit: the platform's device memory (agent_stage.DEFAULT_DEVICE_MEMORY here, with
     # no CUDA device), whatever this host has.
-    assert simulation.memory_available_bytes("cuda") == 141 * 10**9
-    simulation._check_memory(10**9, 8, BIG_LEARNER, 1, None, spec, "cuda")
+    assert plan.memory_available_bytes("cuda") == 141 * 10**9
+    plan.check_memory(10**9, 8, BIG_LEARNER, 1, None, spec, "cuda")
 
 
 def test_a_run_that_cannot_fit_the_device_is_refused_by_name():
     spec = _big_spec(1.5 * 10**9)  # less than the 2 GB of stage actions, in and out
     with pytest.raises(ValueError, match=r"num_agents=1,000,000,000 .* agents path.* cuda"):
-        simulation._check_memory(10**9, 8, BIG_LEARNER, 1, 1.5 * 10**9, spec, "cuda")
+        plan.check_memory(10**9, 8, BIG_LEARNER, 1, 1.5 * 10**9, spec, "cuda")
     # A batch of rows holds every row's actions: 100 rows of 10^9 int8 do not fit.
     with pytest.raises(ValueError, match=r"batch 100"):
-        simulation._check_memory(10**9, 8, BIG_LEARNER, 100, None, _big_spec(None), "cuda")
+        plan.check_memory(10**9, 8, BIG_LEARNER, 100, None, _big_spec(None), "cuda")

@@ -2,7 +2,7 @@
 
 ``jaxstage.programs`` enumerates the very jitted objects and static specs a run calls;
 each is lowered here with ``lowering_platforms=("cuda",)`` (StableHLO, no GPU needed),
-for every information mode, every exploration path of ``simulation.FAST_PATHS`` (and the
+for every information mode, every exploration path of ``plan.FAST_PATHS`` (and the
 events path's adopter filter and replay), 1 and 2 shards (conftest gives 2 CPU devices),
 the reference kernel, and sweeps. The chunk program of the path a GPU run takes by
 default must have no host callback and no conditional (a host sync each). Compiling for
@@ -15,7 +15,7 @@ import re
 import pytest
 
 import jaxstage as js
-from jaxstage import programs, simulation
+from jaxstage import kernels, plan, programs
 
 GAME = js.make_game("congestion", num_actions=4)
 NUM_STAGES = 25  # chunks of 2 stages, the last of 1: a shorter last chunk is lowered too
@@ -28,7 +28,7 @@ INFO_MODES = {
 }
 #: Every path of FAST_PATHS but "auto" (lowered below as a GPU run takes it, for every
 #: information mode), and the events path's adopter filter.
-PATHS = [path for path in simulation.FAST_PATHS if path != "auto"] + ["events-adopters"]
+PATHS = [path for path in plan.FAST_PATHS if path != "auto"] + ["events-adopters"]
 #: (agents, block size) of one and of two shards (two blocks, one a device).
 SHARDS = {1: (3000, None), 2: (2**13, 2**12)}
 
@@ -129,20 +129,20 @@ def test_reference_kernel_programs_lower_for_cuda(info):
 def test_programs_are_the_runs_jitted_objects():
     program_list = programs.simulate_programs(GAME, learner("none"), 3000, 4, devices=1)
     by_name = {p.name: p for p in program_list}
-    assert by_name["initial"].fn is simulation._FAST[0]
-    assert by_name["chunk"].fn is simulation._FAST[1]
-    assert by_name["chunk_metrics"].fn is simulation._jit_stage_metrics
+    assert by_name["initial"].fn is kernels.FAST[0]
+    assert by_name["chunk"].fn is kernels.FAST[1]
+    assert by_name["chunk_metrics"].fn is kernels.jit_stage_metrics
     swept = programs.sweep_programs(GAME, learner("none"), 3000, 4, devices=1)
-    assert {p.name: p.fn for p in swept}["chunk"] is simulation._FAST[3]
+    assert {p.name: p.fn for p in swept}["chunk"] is kernels.FAST[3]
     reference = programs.simulate_programs(GAME, learner("none"), 300, 4, kernel="reference")
-    assert reference[1].fn is simulation._REFERENCE[1]
+    assert reference[1].fn is kernels.REFERENCE[1]
     assert by_name["chunk"].calls == 4 and by_name["initial"].calls == 1  # 1-stage chunks
 
 
 # ------------------------------------------------- the chunk program a GPU run takes
 
 CALLBACK = re.compile(r"custom_call\s*@\w*callback|callback_target|python_gpu_callback")
-DEFAULT_PATH = simulation._kernel_spec(
+DEFAULT_PATH = plan.kernel_spec(
     "fast", GAME, learner("none"), 2**20, 100, 50, None, platform="cuda"
 ).exploration_path
 

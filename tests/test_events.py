@@ -9,7 +9,7 @@ import pytest
 import jaxstage as js
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
-from jaxstage import simulation
+from jaxstage import plan
 
 
 def explorations(num_chunks, explore_prob, stage_length, capacity, num_actions=5, seed=3):
@@ -106,7 +106,7 @@ def test_kernel_path_follows_the_exploration_probability():
     game = js.make_game("congestion", num_actions=3)
 
     def capacity(learner):
-        spec = simulation._kernel_spec("fast", game, learner, 1000, 3, 8, None, fast_path="events")
+        spec = plan.kernel_spec("fast", game, learner, 1000, 3, 8, None, fast_path="events")
         return spec.event_capacity
 
     assert capacity(js.StageLearning(stage_length=8, explore_prob=0.1)) > 0
@@ -148,12 +148,12 @@ def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, samp
         )
 
     def replays():
-        spec = simulation._kernel_spec("fast", game, learner, 3000, 3, 6, None, fast_path="events")
+        spec = plan.kernel_spec("fast", game, learner, 3000, 3, 6, None, fast_path="events")
         return spec.replay_events
 
     assert replays()
     replayed = run()
-    monkeypatch.setattr(simulation, "REPLAY_BUDGET_BYTES", 0)
+    monkeypatch.setattr(plan, "REPLAY_BUDGET_BYTES", 0)
     assert not replays()
     drawn = run()
     np.testing.assert_array_equal(replayed.final_actions, drawn.final_actions)

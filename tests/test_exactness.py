@@ -282,7 +282,7 @@ def test_the_largest_population_runs_on_the_fast_kernel():
 def test_the_reference_kernel_has_no_float_scatter_off_the_cpu():
     # A GPU runs float scatter-adds as atomics in a changing order: the population's
     # payoff sums by action are a masked reduction there, the same sums.
-    from jaxstage.simulation import _payoff_sums
+    from jaxstage.reference import payoff_sums as _payoff_sums
 
     played = jnp.asarray(np.random.default_rng(1).integers(0, 5, 1000), jnp.int32)
     payoffs = jnp.asarray(np.random.default_rng(2).normal(size=1000), jnp.float32)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import decisions, exact_sum, fast, simulation
+from jaxstage import decisions, exact_sum, fast, plan
 from jaxstage import events as ev
 
 U = 2.0**-24
@@ -165,10 +165,10 @@ def test_gpu_program_decides_like_the_cpu_program(monkeypatch, fresh_compilation
 def stage_program(learner, num_agents=2**15):
     """A jitted ``fast_stage`` of the congestion game (k = 8) and its arguments."""
     game = js.make_game("congestion", num_actions=8)
-    spec = simulation._kernel_spec(
+    spec = plan.kernel_spec(
         "fast", game, learner, num_agents, 4, learner.stage_length, None, fast_path="events"
     )
-    params = simulation._run_params(game.default_params(), learner, 4, 4, 0.05)
+    params = plan.run_params(game.default_params(), learner, 4, 4, 0.05)
     actions = jnp.zeros(spec.padded_agents, jnp.int8)
 
     def stage(params, actions, seed, index, kept):

@@ -8,7 +8,7 @@ import pytest
 
 import jaxstage as js
 from jaxstage import events as ev
-from jaxstage import fast, simulation
+from jaxstage import fast, kernels, plan
 
 #: tests/conftest.py gives the suite two CPU devices; a host whose default backend is one
 #: GPU has one device of it, and the split tests run on multi-device hosts only.
@@ -229,12 +229,12 @@ def test_fast_kernel_is_deterministic_and_compiles_once():
     game = js.make_game("congestion", num_actions=3)
     learner = js.StageLearning(stage_length=5, explore_prob=0.1, update_prob=0.3)
     first = js.simulate(game, learner, 500, 3, seed=1, kernel="fast", fast_path="events")
-    size = simulation._FAST[1]._cache_size()
+    size = kernels.FAST[1]._cache_size()
     again = js.simulate(game, learner, 500, 3, seed=1, kernel="fast", fast_path="events")
     np.testing.assert_array_equal(first.realized_mean_payoff, again.realized_mean_payoff)
     # Stage lengths 5 and 7 share the round buffer of 8 rounds, and 0.5 and 0.49 expected
     # explorations per stage share the event batch size: no recompilation. (Update
-    # probabilities up to simulation.MAX_FILTERED_UPDATE_PROB compile apart: they size
+    # probabilities up to plan.MAX_FILTERED_UPDATE_PROB compile apart: they size
     # the windows of adopters.)
     other = js.StageLearning(stage_length=7, explore_prob=0.07, update_prob=0.25)
     js.simulate(
@@ -247,7 +247,7 @@ def test_fast_kernel_is_deterministic_and_compiles_once():
         game_params={"noise_std": 1.0},
         fast_path="events",
     )
-    assert simulation._FAST[1]._cache_size() == size
+    assert kernels.FAST[1]._cache_size() == size
     assert first.config["kernel"] == "fast"
 
 
@@ -379,20 +379,20 @@ def test_pass_two_skipping_non_adopters_changes_no_number(
 
     def run(filtered, fraction=8, capacity=None, listed=None, replay=True, slots=None):
         # Forced on or off whatever the update probability.
-        monkeypatch.setattr(simulation, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
+        monkeypatch.setattr(plan, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
         monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
         if capacity is not None:  # adopters decided ``capacity`` at a time
             monkeypatch.setattr(fast, "adopter_capacity", lambda *_: capacity)
         if listed is not None:  # pass 1 keeps this many of a block's adopters' events
             monkeypatch.setattr(fast, "adopter_event_capacity", lambda *_: listed)
-        monkeypatch.setattr(simulation, "REPLAY_BUDGET_BYTES", 2**29 if replay else 0)
+        monkeypatch.setattr(plan, "REPLAY_BUDGET_BYTES", 2**29 if replay else 0)
         if slots is not None:  # each chunk's events drawn ``slots`` at a time
-            monkeypatch.setattr(simulation.events, "event_capacity", lambda *_: slots)
+            monkeypatch.setattr(plan.events, "event_capacity", lambda *_: slots)
         jax.clear_caches()  # the window fraction is read when tracing
         result = js.simulate(
             game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
         )
-        spec = simulation._kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
+        spec = plan.kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
         assert spec.filter_adopters == filtered
         assert spec.replay_events == replay
         if capacity is not None:
@@ -465,10 +465,10 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
     learner = js.StageLearning(stage_length=10, explore_prob=0.05, update_prob=0.1)
 
     def filtered(*learners):
-        spec = simulation._kernel_spec("fast", game, learners[0], 10_000, 3, 10, None, learners)
+        spec = plan.kernel_spec("fast", game, learners[0], 10_000, 3, 10, None, learners)
         return spec.filter_adopters
 
-    limit = simulation.MAX_FILTERED_UPDATE_PROB
+    limit = plan.MAX_FILTERED_UPDATE_PROB
     assert filtered(learner)
     assert not filtered(dataclasses.replace(learner, update_prob=min(1.0, limit + 0.1)))
     # A sweep filters only when every row's update probability is small.
@@ -477,7 +477,7 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
     shared = dataclasses.replace(learner, info="distribution")
     assert not filtered(shared)
     # The loop over rounds has no events to filter.
-    rounds = simulation._kernel_spec("fast", game, learner, 10_000, 3, 10, None, fast_path="rounds")
+    rounds = plan.kernel_spec("fast", game, learner, 10_000, 3, 10, None, fast_path="rounds")
     assert not rounds.filter_adopters
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import simulation
+from jaxstage import kernels
 
 LINEAR_TWO_LINKS = js.games.from_payoff_fn(lambda d: -d, 2, noise_std=0.0, name="two-links")
 
@@ -86,11 +86,11 @@ def test_same_seed_same_numbers_and_other_seed_differs():
 def test_changing_traced_parameters_does_not_recompile():
     game = js.make_game("congestion", num_actions=3)
     small_run(game)
-    size = simulation._jit_chunk._cache_size()
+    size = kernels.jit_chunk._cache_size()
     small_run(game, js.StageLearning(stage_length=11, explore_prob=0.3, update_prob=0.9))
     small_run(game, game_params={"b": [2.0, 1.0, 0.5], "noise_std": 0.5})
     small_run(game, eps=0.2, seed=9)
-    assert simulation._jit_chunk._cache_size() == size
+    assert kernels.jit_chunk._cache_size() == size
 
 
 def test_equal_games_share_compiled_code_and_user_games_do_not():
@@ -100,9 +100,9 @@ def test_equal_games_share_compiled_code_and_user_games_do_not():
     assert first != js.make_game("congestion", num_actions=4)
     assert js.make_game("minority", noise="coin") != js.make_game("minority")
     small_run(first)
-    size = simulation._jit_chunk._cache_size()
+    size = kernels.jit_chunk._cache_size()
     result = small_run(same_shape)
-    assert simulation._jit_chunk._cache_size() == size
+    assert kernels.jit_chunk._cache_size() == size
     # The second game's own coefficients were used, not the first's.
     np.testing.assert_allclose(
         result.expected_payoffs[:, 0], -np.array([3.0, 2.0, 1.0]) * result.distribution, rtol=1e-5
@@ -150,7 +150,7 @@ def test_sweep_compiles_once_for_new_values():
     game = js.make_game("minority")
     learner = js.StageLearning(stage_length=4, explore_prob=0.1, update_prob=0.3)
     js.sweep(game, learner, 300, 3, seeds=[0, 1], explore_prob=[0.1, 0.2])
-    size = simulation._jit_chunk_batched._cache_size()
+    size = kernels.jit_chunk_batched._cache_size()
     js.sweep(
         game,
         learner,
@@ -160,7 +160,7 @@ def test_sweep_compiles_once_for_new_values():
         explore_prob=[0.4, 0.0],
         game_params=[{"capacity": 0.3}, {"capacity": 0.7}],
     )
-    assert simulation._jit_chunk_batched._cache_size() == size
+    assert kernels.jit_chunk_batched._cache_size() == size
 
 
 INFOS = [

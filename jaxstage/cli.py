@@ -341,7 +341,48 @@ def _cmd_games(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``run`` options that ``--resume`` takes besides the folder (the rest is the run's own).
+_RESUME_KEEPS = {
+    "resume",
+    "overwrite",
+    "no_progress",
+    "no_plot",
+    "keep_checkpoints",
+    "cpu_devices",
+    "command",
+    "handler",
+    "argv_rest",
+}
+
+
+def _resume_run(args: argparse.Namespace) -> int:
+    """``run --resume D``: ``resume`` of the checkpoints of the run whose results folder
+    is ``D`` (``D.checkpoints``), or of ``D`` itself when it holds the checkpoints."""
+    given = sorted(
+        f"--{k.replace('_', '-')}"
+        for k, v in vars(args).items()
+        if k not in _RESUME_KEEPS and v not in (None, False)
+    )
+    if given:
+        raise ValueError(f"--resume continues a run as it was started: drop {', '.join(given)}")
+    folder = Path(args.resume)
+    if not (folder / checkpoint.LATEST).exists():
+        folder = Path(f"{os.fspath(args.resume).rstrip('/')}.checkpoints")
+    resume_args = argparse.Namespace(
+        checkpoint_dir=folder,
+        out=None,
+        overwrite=args.overwrite,
+        no_progress=args.no_progress,
+        no_plot=args.no_plot,
+        keep_checkpoints=args.keep_checkpoints,
+        allow_other_versions=False,
+    )
+    return _cmd_resume(resume_args)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return _resume_run(args)
     if args.config is not None and not args.config.strip():
         raise ValueError("--config names no file: give the path of a TOML file, or leave it out")
     file_config = load_config(args.config) if args.config else {t: {} for t in CONFIG_TABLES}
@@ -684,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--keep-checkpoints", action="store_true", help="keep them once the results are written"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="FOLDER",
+        help="continue the run whose results folder (or checkpoints folder) this is",
     )
     run.set_defaults(handler=_cmd_run)
 

@@ -219,7 +219,8 @@ def test_custom_games_need_the_game(tmp_path):
     assert_same_result(expected, js.resume(folder, game=game, return_actions=True))
 
 
-def test_cli_run_killed_then_resumed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["resume", "run --resume"])
+def test_cli_run_killed_then_resumed(tmp_path, monkeypatch, how):
     monkeypatch.chdir(tmp_path)
     base = ["run", "--agents", "3000", "--stages", "12", "--no-progress", "--no-plot"]
     assert main([*base, "--out", "whole"]) == 0
@@ -230,9 +231,11 @@ def test_cli_run_killed_then_resumed(tmp_path, monkeypatch):
     for name in os.listdir(tmp_path / "cut"):
         os.unlink(tmp_path / "cut" / name)
     os.rmdir(tmp_path / "cut")
-    assert main(["resume", str(folder), "--no-progress", "--no-plot"]) == 0
+    again = ["resume", str(folder)] if how == "resume" else ["run", "--resume", "cut"]
+    assert main([*again, "--no-progress", "--no-plot"]) == 0
     assert (tmp_path / "cut" / "results.csv").read_text() == (
         tmp_path / "whole" / "results.csv"
     ).read_text()
     assert not folder.exists()  # removed once the results were written
     assert main([*base, "--out", "x", "--checkpoint-dir", "x.ck"]) == 2  # no --checkpoint-every
+    assert main(["run", "--resume", "cut", "--agents", "5"]) == 2  # not as it was started

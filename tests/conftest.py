@@ -8,3 +8,16 @@ import jaxstage
 TEST_DEVICES = 2
 
 jaxstage.use_cpu_cores(TEST_DEVICES)
+
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop the compiled programs of each test module when it ends: a whole suite in one
+    process otherwise holds thousands of executables, and XLA's CPU compiler was seen to
+    crash (SIGSEGV while compiling) late in such a run, never in the same tests alone."""
+    yield
+    jax.clear_caches()

@@ -296,16 +296,22 @@ def remove(folder: str | os.PathLike[str]) -> None:
         folder.rmdir()
 
 
-def load(folder: str | os.PathLike[str]) -> Checkpoint:
-    """The checkpoint ``LATEST`` names in ``folder`` (or ``folder`` itself when it is a
-    checkpoint), its files checked against the digests of its manifest."""
+def read_manifest(folder: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """The path and ``manifest.json`` of the checkpoint ``LATEST`` names in ``folder``
+    (or of ``folder`` itself when it is a checkpoint), its files not read."""
     path = Path(folder)
     if not (path / MANIFEST).is_file() or not _NAME.fullmatch(path.name):
         path = latest(path)
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        return path, json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {path / MANIFEST}: {error}") from error
+
+
+def load(folder: str | os.PathLike[str]) -> Checkpoint:
+    """The checkpoint ``LATEST`` names in ``folder`` (or ``folder`` itself when it is a
+    checkpoint), its files checked against the digests of its manifest."""
+    path, manifest = read_manifest(folder)
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a jaxstage checkpoint")
     if manifest.get("format_version") != FORMAT_VERSION:

@@ -469,8 +469,9 @@ def _finish_run(args, game, result, out, checkpoints) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    saved = checkpoint.load(args.checkpoint_dir)
-    extra = saved.manifest.get("extra", {})
+    # The manifest only: js.resume reads and checks the files, once.
+    path, manifest = checkpoint.read_manifest(args.checkpoint_dir)
+    extra = manifest.get("extra", {})
     out = _out_folder(args.out, extra.get("out"))
     if out is None:
         raise ValueError(
@@ -485,7 +486,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     )
     saved_game = result.config["game"]
     game = make_game(saved_game["name"], **{k: v for k, v in saved_game.items() if k != "name"})
-    return _finish_run(args, game, result, out, saved.path.parent)
+    return _finish_run(args, game, result, out, path.parent)
 
 
 def _cmd_br(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
 from jaxstage.plan import estimate_memory_bytes  # noqa: E402
 from jaxstage.records import SimulationResult, StageRecords, SweepResult  # noqa: E402
 from jaxstage.simulation import resume, simulate, sweep  # noqa: E402
+from jaxstage.sweeps import Sweep  # noqa: E402
 
 __all__ = [
     # games
@@ -47,6 +48,7 @@ __all__ = [
     "SweepResult",
     # state and step
     "Simulation",
+    "Sweep",
     "SimulationState",
     "StageRecords",
     "estimate_memory_bytes",

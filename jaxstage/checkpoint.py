@@ -10,7 +10,8 @@ newest complete one::
         ckpt-0000000040/
             manifest.json       format, stage, seed, key, what rebuilds the run, versions,
                                 the sha256 of each file (written last)
-            actions.npy         (num_agents,) stage actions (int8, int16 past 128 actions)
+            actions.npy         (num_agents,) stage actions, a sweep's (rows, num_agents)
+                                (the kernel's dtype: int8, int16 past 128 actions, or int32)
             records.npz         the StageRecords since stage 0 and the run's schedules
             initial.npy         only when the run started from an array of actions
 
@@ -62,7 +63,8 @@ class Checkpoint:
     Attributes:
         path: its folder.
         manifest: ``manifest.json``.
-        actions: the ``(num_agents,)`` stage actions at ``stage``.
+        actions: the ``(num_agents,)`` stage actions at ``stage`` (a sweep's
+            ``(rows, num_agents)``).
         records: the :class:`~jaxstage.records.StageRecords` from stage 0 to ``stage``.
         schedules: the run's scheduled ``stage_length`` and ``explore_prob`` (float64,
             one per stage of the horizon), to check a resumed learner against.
@@ -95,7 +97,7 @@ def _flatten_records(records: StageRecords) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _unflatten_records(arrays, first_stage: int, seed: int) -> StageRecords:
+def _unflatten_records(arrays, first_stage: int, seed: Any, batched: bool) -> StageRecords:
     def group(prefix, cls):
         return cls(**{k: arrays[f"{prefix}{k}"] for k in cls._fields})
 
@@ -103,9 +105,10 @@ def _unflatten_records(arrays, first_stage: int, seed: int) -> StageRecords:
     others = {k: arrays[f"stages.{k}"] for k in StageRecord._fields if k != "metrics"}
     return StageRecords(
         first_stage=first_stage,
-        seed=np.uint32(seed),
+        seed=np.asarray(seed, np.uint32),
         initial=group("initial.", CountMetrics),
         stages=StageRecord(metrics=metrics, **others),
+        batched=batched,
     )
 
 
@@ -224,7 +227,8 @@ def save(
             "format_version": FORMAT_VERSION,
             "stage": stage,
             "first_stage": records.first_stage,
-            "seed": int(records.seed),
+            "seed": np.asarray(records.seed).tolist(),  # a sweep's: one per row
+            "batched": records.batched,
             **manifest,
             "files": {file: _sha256(staging / file) for file in files},
         }
@@ -325,7 +329,8 @@ def load(folder: str | os.PathLike[str]) -> Checkpoint:
     actions = np.load(path / "actions.npy", allow_pickle=False)
     with np.load(path / "records.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    records = _unflatten_records(arrays, manifest["first_stage"], manifest["seed"])
+    batched = bool(manifest.get("batched", False))
+    records = _unflatten_records(arrays, manifest["first_stage"], manifest["seed"], batched)
     if records.last_stage != manifest["stage"]:
         raise CheckpointError(f"{path}: records end at {records.last_stage}, not its stage")
     schedules = {k[len("schedule.") :]: v for k, v in arrays.items() if k.startswith("schedule.")}

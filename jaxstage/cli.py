@@ -60,11 +60,10 @@ import numpy as np
 
 import jaxstage as js
 from jaxstage import checkpoint
-from jaxstage._validation import check_int
 from jaxstage.games import GAMES, list_games, make_game
 from jaxstage.learner import INFO_MODES
 from jaxstage.results import check_output_folder, write_best_reply, write_results
-from jaxstage.resumable import run_with_checkpoints
+from jaxstage.resumable import rebuilt_game, run_with_checkpoints
 
 __all__ = ["main", "build_parser", "load_config", "parse_param", "parse_initial"]
 
@@ -432,8 +431,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sim = js.Simulation(game, learner, run["agents"], run["stages"], **options)
         result = run_with_checkpoints(
             sim,
-            check_int(run["seed"], "seed", low=0, high=2**32 - 1),
             checkpoints,
+            seed=run["seed"],
             every=args.checkpoint_every,
             progress=not args.no_progress,
             extra={"out": os.path.abspath(out)},
@@ -471,6 +470,12 @@ def _finish_run(args, game, result, out, checkpoints) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     # The manifest only: js.resume reads and checks the files, once.
     path, manifest = checkpoint.read_manifest(args.checkpoint_dir)
+    if manifest.get("kind", "simulation") != "simulation":
+        raise ValueError(
+            f"{args.checkpoint_dir} holds the checkpoints of a {manifest['kind']}, which "
+            "`jaxstage resume` does not write results of: continue it with "
+            "jaxstage.resume() in Python (a study's: `jaxstage study --resume`)"
+        )
     extra = manifest.get("extra", {})
     out = _out_folder(args.out, extra.get("out"))
     if out is None:
@@ -484,8 +489,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         allow_other_versions=args.allow_other_versions,
     )
-    saved_game = result.config["game"]
-    game = make_game(saved_game["name"], **{k: v for k, v in saved_game.items() if k != "name"})
+    game = rebuilt_game(manifest["game"])
     return _finish_run(args, game, result, out, path.parent)
 
 

@@ -73,7 +73,8 @@ class EventsOverflowError(Exception):
 # --------------------------------------------------------------------------- pipeline
 
 
-def _progress_bar(total: int, enabled: bool, description: str):
+def progress_bar(total: int, enabled: bool, description: str):
+    """A tqdm bar of ``total`` stages (disabled unless ``enabled``)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="stage", disable=not enabled, desc=description, leave=False)
@@ -488,7 +489,7 @@ class Simulation:
             )
         num_stages = left if num_stages is None else num_stages
         num_stages = check_int(num_stages, "num_stages", low=1, high=left)
-        with _progress_bar(num_stages, progress, self.pipeline.description) as bar:
+        with progress_bar(num_stages, progress, self.pipeline.description) as bar:
             return self.pipeline.advance(state, num_stages, donate=donate, bar=bar)
 
     def _check_state(self, state: Any) -> None:
@@ -581,7 +582,7 @@ def run_to_end(
     while True:
         try:
             left = total - int(state.stage)
-            with _progress_bar(left, progress, pipeline.description) as bar:
+            with progress_bar(left, progress, pipeline.description) as bar:
                 while int(state.stage) < total:
                     step = total - int(state.stage) if every is None else every
                     step = min(step, total - int(state.stage))

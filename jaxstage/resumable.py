@@ -28,7 +28,8 @@ from jaxstage._validation import check_int
 from jaxstage.engine import Simulation, SimulationState, run_config, run_to_end, versions
 from jaxstage.games import GAMES, AnonymousGame, make_game
 from jaxstage.learner import StageLearning
-from jaxstage.records import SimulationResult, StageRecords
+from jaxstage.records import SimulationResult, StageRecords, SweepResult
+from jaxstage.sweeps import Sweep
 
 __all__ = ["resume", "run_with_checkpoints"]
 
@@ -50,10 +51,13 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
-def _arguments(sim: Simulation) -> tuple[dict[str, Any], np.ndarray | None]:
-    """The simulation's arguments for the manifest, and the initial actions array (kept
-    in ``initial.npy``) when it started from one."""
-    arguments = dict(sim.arguments)
+Run = Simulation | Sweep
+
+
+def _arguments(run: Run) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The run's arguments for the manifest, and the initial actions array (kept in
+    ``initial.npy``) when it started from one."""
+    arguments = dict(run.arguments)
     initial = arguments["initial"]
     array = None
     if not isinstance(initial, str | int | np.integer) and np.ndim(initial) == 1:
@@ -63,40 +67,54 @@ def _arguments(sim: Simulation) -> tuple[dict[str, Any], np.ndarray | None]:
     return _json(arguments), array
 
 
-def _manifest(sim: Simulation, state: SimulationState, every: int, keep: int, extra: dict) -> dict:
-    arguments, _ = _arguments(sim)
-    config = run_config(sim.game, sim.learner, sim.options, sim.spec, seed=int(state.seed))
+def _configs(run: Run, seed: Any) -> list[dict[str, Any]]:
+    """The configuration each run of ``run`` records (a sweep's: one per row)."""
+    if isinstance(run, Sweep):
+        return run.configs()
+    return [run_config(run.game, run.learner, run.options, run.spec, seed=int(seed))]
+
+
+def _manifest(run: Run, state: SimulationState, every: int, keep: int, extra: dict) -> dict:
+    """What every checkpoint of ``run`` records (the stage, seed and file digests are
+    added by :func:`jaxstage.checkpoint.save`): the same at every checkpoint of a run,
+    since the key does not change along it."""
+    arguments, _ = _arguments(run)
     return {
-        "horizon": sim.num_stages,
+        "kind": "sweep" if isinstance(run, Sweep) else "simulation",
+        "horizon": run.num_stages,
         "every": every,
         "keep": keep,
         "arguments": arguments,
-        "game": _json(sim.game.config()),
-        "learner": _json(sim.learner.config()),
-        "config": _json(config),
+        "game": _json(run.game.config()),
+        "learner": _json(run.learner.config()),
+        "configs": _json(_configs(run, state.seed)),
         "key": np.asarray(jax.device_get(state.key)).astype(np.int64).tolist(),
         "versions": versions(),
         "extra": _json(extra),
     }
 
 
-def _schedules(sim: Simulation) -> dict[str, np.ndarray]:
+def _schedules(run: Run) -> dict[str, np.ndarray]:
+    if isinstance(run, Sweep):
+        return run.schedules()
     return {
-        "stage_length": sim.learner.stage_lengths(sim.num_stages).astype(np.float64),
-        "explore_prob": sim.learner.explore_probs(sim.num_stages).astype(np.float64),
+        "stage_length": run.learner.stage_lengths(run.num_stages).astype(np.float64),
+        "explore_prob": run.learner.explore_probs(run.num_stages).astype(np.float64),
     }
 
 
-def _writer(sim: Simulation, folder: Path, every: int, extra: dict, keep: int):
-    _, initial = _arguments(sim)
+def _writer(run: Run, state: SimulationState, folder: Path, every: int, extra: dict, keep: int):
+    manifest = _manifest(run, state, every, keep, extra)
+    schedules = _schedules(run)
+    _, initial = _arguments(run)
 
     def write(state: SimulationState, records: StageRecords) -> None:
         checkpoint.save(
             folder,
-            manifest=_manifest(sim, state, every, keep, extra),
-            actions=sim.final_actions(state).astype(np.asarray(state.actions).dtype),
+            manifest=manifest,
+            actions=run.final_actions(state).astype(state.actions.dtype),
             records=records,
-            schedules=_schedules(sim),
+            schedules=schedules,
             initial=initial,
             keep=keep,
         )
@@ -104,57 +122,75 @@ def _writer(sim: Simulation, folder: Path, every: int, extra: dict, keep: int):
     return write
 
 
-def _state_of(sim: Simulation, saved: checkpoint.Checkpoint) -> SimulationState:
-    last = jax.tree.map(lambda x: x[-1], saved.records.stages.metrics)
-    return sim.state_at(
+def _state_of(run: Run, saved: checkpoint.Checkpoint) -> SimulationState:
+    batched = saved.records.batched
+    last = jax.tree.map(lambda x: x[:, -1] if batched else x[-1], saved.records.stages.metrics)
+    return run.state_at(
         saved.actions,
         stage=saved.stage,
-        seed=int(saved.manifest["seed"]),
+        seed=np.asarray(saved.manifest["seed"], np.uint32),
         key=np.asarray(saved.manifest["key"], np.uint32),
         metrics=last,
     )
 
 
+def _result(run: Run, records: StageRecords, final: SimulationState | None):
+    if isinstance(run, Sweep):
+        return run.result(records)
+    return run.result(records, final=final)
+
+
 def run_with_checkpoints(
-    sim: Simulation,
-    seed: int,
+    run: Run,
     folder: str | os.PathLike[str],
     *,
+    seed: int = 0,
     every: int | None = None,
     progress: bool = False,
     return_actions: bool = False,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
-) -> SimulationResult:
-    """``sim`` run from ``seed`` to its horizon, a checkpoint written into ``folder``
-    (new or empty) every ``every`` stages (default: a tenth of the run, rounded up) and
-    at the end; ``extra`` (JSON-friendly) is kept in the manifests (the command line
-    keeps its output folder there)."""
+) -> SimulationResult | SweepResult:
+    """``run`` (a :class:`~jaxstage.Simulation` started from ``seed``, or a
+    :class:`~jaxstage.Sweep`, whose rows have their seeds) played to its horizon, a
+    checkpoint written into ``folder`` (new or empty) every ``every`` stages (default: a
+    tenth of the run, rounded up) and at the end; ``extra`` (JSON-friendly) is kept in
+    the manifests (the command line keeps its output folder there)."""
     folder = checkpoint.check_folder(folder)
-    horizon = sim.num_stages
+    horizon = run.num_stages
     every = math.ceil(horizon / 10) if every is None else every
     every = check_int(every, "checkpoint_every", low=1, high=horizon)
-    write = _writer(sim, folder, every, extra or {}, keep)
+    if isinstance(run, Sweep):
+        if return_actions:
+            raise ValueError("a sweep's result keeps no final actions: return_actions=False")
+        start = run.init
+    else:
+        seed = check_int(seed, "seed", low=0, high=2**32 - 1)
+        start = lambda: run.init(seed)  # noqa: E731
+    state = start()
+    write = _writer(run, state, folder, every, extra or {}, keep)
 
     def restart():
         try:
             saved = checkpoint.load(folder)
         except checkpoint.CheckpointError:  # none written yet
-            return sim.init(seed), None
-        return _state_of(sim, saved), saved.records
+            return start(), None
+        return _state_of(run, saved), saved.records
 
     state, records = run_to_end(
-        sim.pipeline,
-        sim.init(seed),
+        run.pipeline,
+        state,
         progress=progress,
         restart=restart,
         on_advance=write,
         every=every,
     )
-    return sim.result(records, final=state if return_actions else None)
+    return _result(run, records, state if return_actions else None)
 
 
-def _rebuilt_game(saved: dict[str, Any], game: AnonymousGame | None) -> AnonymousGame:
+def rebuilt_game(saved: dict[str, Any], game: AnonymousGame | None = None) -> AnonymousGame:
+    """The game of a saved ``game.config()``: ``game`` checked against it, or (``None``)
+    the built-in game rebuilt from it."""
     if game is None:
         name = saved.get("name")
         if name not in GAMES:
@@ -225,26 +261,30 @@ def resume(
     block_size: int | None = None,
     devices: int | None = None,
     allow_other_versions: bool = False,
-) -> SimulationResult:
-    """Continue the run whose checkpoints are in ``checkpoint_dir`` to its horizon.
+) -> SimulationResult | SweepResult:
+    """Continue the run (or sweep) whose checkpoints are in ``checkpoint_dir`` to its
+    horizon.
 
     The run is rebuilt from its last checkpoint; it keeps writing checkpoints there at
     the same interval. The result is bitwise that of the run uninterrupted.
 
     Args:
-        checkpoint_dir: the folder given as ``simulate(..., checkpoint_dir=...)``.
+        checkpoint_dir: the folder given as ``simulate(..., checkpoint_dir=...)`` or
+            ``sweep(..., checkpoint_dir=...)``.
         game: the game the run used; needed only when it is not built in (then its
             ``config()`` must equal the checkpoint's).
         learner: the learner; needed only when it has a schedule (checked against the
             scheduled values of every stage).
-        progress, return_actions, memory_limit_bytes: as in :func:`jaxstage.simulate`.
+        progress, return_actions, memory_limit_bytes: as in :func:`jaxstage.simulate`
+            (a sweep has no ``return_actions``).
         block_size, devices: as in :func:`jaxstage.simulate`; they may differ from the
             interrupted run's (the numbers do not depend on them).
         allow_other_versions: resume although jaxstage, jax, jaxlib or the backend
             differ from the checkpoint's (the numbers may then differ).
 
     Returns:
-        The :class:`~jaxstage.SimulationResult` of the whole run.
+        The :class:`~jaxstage.SimulationResult` of the whole run, or the
+        :class:`~jaxstage.SweepResult` of the whole sweep.
 
     Raises:
         jaxstage.checkpoint.CheckpointError: no complete checkpoint, a damaged one, or
@@ -253,12 +293,15 @@ def resume(
     saved = checkpoint.load(checkpoint_dir)
     manifest = saved.manifest
     _check_versions(manifest["versions"], allow_other_versions)
-    game = _rebuilt_game(manifest["game"], game)
+    game = rebuilt_game(manifest["game"], game)
     learner = _rebuilt_learner(manifest["learner"], learner)
     arguments = dict(manifest["arguments"])
     if isinstance(arguments["initial"], dict):
         arguments["initial"] = saved.initial
-    sim = Simulation(
+    build = Sweep if manifest.get("kind") == "sweep" else Simulation
+    if build is Sweep and return_actions:
+        raise ValueError("a sweep's result keeps no final actions: return_actions=False")
+    run = build(
         game,
         learner,
         **arguments,
@@ -266,36 +309,50 @@ def resume(
         block_size=block_size,
         devices=devices,
     )
-    for name, values in _schedules(sim).items():
-        if not np.array_equal(values, saved.schedules[name]):
-            stage = int(np.argmax(values != saved.schedules[name]))
-            raise checkpoint.CheckpointError(
-                f"the learner's {name} schedule differs from the checkpoint's at stage "
-                f"{stage}: {values[stage]} now, {saved.schedules[name][stage]} then"
-            )
-    seed = int(manifest["seed"])
-    config = run_config(game, learner, sim.options, sim.spec, seed=seed)
+    _check_schedules(_schedules(run), saved.schedules)
+    # Checkpoints of jaxstage 0.x before sweeps had one "config".
+    before = manifest["configs"] if "configs" in manifest else [manifest["config"]]
+    now = _configs(run, manifest["seed"])
     strip = lambda c: {k: v for k, v in _json(c).items() if k not in FREE_CONFIG}  # noqa: E731
-    if strip(config) != strip(manifest["config"]):
-        raise checkpoint.CheckpointError(
-            "the run differs from the checkpoint's: "
-            + _differences(strip(manifest["config"]), strip(config))
-        )
-    state = _state_of(sim, saved)
+    for row, (then, config) in enumerate(zip(before, now, strict=True)):
+        if strip(config) != strip(then):
+            where = f"row {row} of the sweep" if build is Sweep else "the run"
+            raise checkpoint.CheckpointError(
+                f"{where} differs from the checkpoint's: "
+                + _differences(strip(then), strip(config))
+            )
+    state = _state_of(run, saved)
     folder = saved.path.parent  # checkpoint_dir, or the folder of the checkpoint named
-    write = _writer(sim, folder, int(manifest["every"]), manifest["extra"], int(manifest["keep"]))
+    every, keep = int(manifest["every"]), int(manifest["keep"])
+    write = _writer(run, state, folder, every, manifest["extra"], keep)
 
     def restart():
         again = checkpoint.load(folder)
-        return _state_of(sim, again), again.records
+        return _state_of(run, again), again.records
 
     state, records = run_to_end(
-        sim.pipeline,
+        run.pipeline,
         state,
         saved.records,
         progress=progress,
         restart=restart,
         on_advance=write,
-        every=int(manifest["every"]),
+        every=every,
     )
-    return sim.result(records, final=state if return_actions else None)
+    return _result(run, records, state if return_actions else None)
+
+
+def _check_schedules(now: dict[str, np.ndarray], then: dict[str, np.ndarray]) -> None:
+    for name, values in now.items():
+        if values.shape != then[name].shape or not np.array_equal(values, then[name]):
+            if values.shape != then[name].shape:
+                raise checkpoint.CheckpointError(
+                    f"the {name} schedules have shape {values.shape} now, "
+                    f"{then[name].shape} in the checkpoint"
+                )
+            at = tuple(int(i) for i in np.argwhere(values != then[name])[0])
+            where = f"row {at[0]}, stage {at[1]}" if len(at) == 2 else f"stage {at[0]}"
+            raise checkpoint.CheckpointError(
+                f"the learner's {name} schedule differs from the checkpoint's at {where}: "
+                f"{values[at]} now, {then[name][at]} then"
+            )

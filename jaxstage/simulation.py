@@ -5,30 +5,17 @@ for runs that must survive interruption.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from jaxstage import plan
 from jaxstage._validation import check_int
-from jaxstage.engine import (
-    Pipeline,
-    RunOptions,
-    Simulation,
-    references_for,
-    run_config,
-    run_to_end,
-)
+from jaxstage.engine import Simulation, run_to_end
 from jaxstage.games import AnonymousGame
 from jaxstage.learner import StageLearning
-from jaxstage.records import SimulationResult, SweepResult, assemble_result
+from jaxstage.records import SimulationResult, SweepResult
 from jaxstage.resumable import resume, run_with_checkpoints
+from jaxstage.sweeps import Sweep
 
 __all__ = ["simulate", "sweep", "resume", "SimulationResult", "SweepResult"]
 
@@ -143,26 +130,12 @@ def simulate(
         return sim.result(records, final=state if return_actions else None)
     return run_with_checkpoints(
         sim,
-        seed,
         checkpoint_dir,
+        seed=seed,
         every=checkpoint_every,
         progress=progress,
         return_actions=return_actions,
     )
-
-
-def _batched(name: str, values: Sequence[Any] | None, batch: int) -> list[Any] | None:
-    if values is None:
-        return None
-    values = list(values)
-    if len(values) == 1:
-        return values * batch
-    if len(values) != batch:
-        raise ValueError(
-            f"{name} has {len(values)} entries but the sweep has {batch} rows; "
-            f"give {batch} entries or 1"
-        )
-    return values
 
 
 def sweep(
@@ -188,6 +161,8 @@ def sweep(
     block_size: int | None = None,
     fast_path: str = "auto",
     devices: int | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
 ) -> SweepResult:
     """Run a batch of runs in one compiled call (``vmap``-ed in the reference kernel, rows
     one after another in the fast kernel).
@@ -207,114 +182,40 @@ def sweep(
         seeds: one seed per row (or one for all rows).
         game_params: per-row overrides of the game's numeric parameters.
         explore_prob, update_prob, stage_length, info_noise_std: per-row learner values.
+        checkpoint_dir, checkpoint_every: as in :func:`simulate`: the whole sweep's state
+            is checkpointed, and :func:`resume` continues it to its
+            :class:`SweepResult`, bitwise that of an uninterrupted sweep.
 
     Returns:
         A :class:`SweepResult`; ``result[i]`` is a :class:`SimulationResult`.
     """
-    num_agents, num_stages, eps, delta, hold_stages = plan.validate_common(
-        game, learner, num_agents, num_stages, eps, delta, hold_stages
-    )
-    if isinstance(game_params, dict):
-        raise TypeError(
-            "a sweep's game_params is a list of per-row dicts, e.g. [{'b': [1, 2]}, "
-            "{'b': [2, 1]}] (one dict in a list applies to every row); got a dict"
-        )
-    seed_list = [seeds] if np.ndim(seeds) == 0 else list(seeds)
-    lists = {
-        "game_params": game_params,
-        "explore_prob": explore_prob,
-        "update_prob": update_prob,
-        "stage_length": stage_length,
-        "info_noise_std": info_noise_std,
-    }
-    batch = max([len(seed_list)] + [len(v) for v in lists.values() if v is not None])
-    if batch < 1:
-        raise ValueError("a sweep needs at least one row")
-    seed_list = _batched("seeds", seed_list, batch)
-    seed_list = [check_int(s, "seed", low=0, high=2**32 - 1) for s in seed_list]
-    rows = {name: _batched(name, values, batch) for name, values in lists.items()}
-    kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
-
-    # Per-row learners: validated like any StageLearning, so bad rows fail before tracing.
-    learners = []
-    for i in range(batch):
-        changes = {}
-        for name in ("explore_prob", "update_prob", "stage_length", "info_noise_std"):
-            if rows[name] is not None:
-                changes[name] = rows[name][i]
-        if changes.get("info_noise_std", 0) and not learner.info_noise_std:
-            raise ValueError(
-                "sweeping info_noise_std needs a learner with info_noise_std > 0 "
-                "(it selects the noisy code path)"
-            )
-        learners.append(dataclasses.replace(learner, **changes))
-        plan.check_sample_counts(learners[-1], num_stages)
-    game_rows = [
-        plan.check_game_params(
-            game, None if rows["game_params"] is None else rows["game_params"][i], row=i
-        )
-        for i in range(batch)
-    ]
-    references = references_for(game, game_params is not None, reference)
-
-    kernel = plan.resolve_kernel(kernel, game, fast_path)
-    max_length = max(row.stage_lengths(num_stages).max() for row in learners)
-    spec = plan.kernel_spec(
-        kernel,
+    batch = Sweep(
         game,
         learner,
         num_agents,
         num_stages,
-        max_length,
-        block_size,
-        learners,
-        fast_path,
-        devices,
+        seeds,
+        game_params=game_params,
+        explore_prob=explore_prob,
+        update_prob=update_prob,
+        stage_length=stage_length,
+        info_noise_std=info_noise_std,
+        eps=eps,
+        delta=delta,
+        hold_stages=hold_stages,
+        initial=initial,
+        reference=reference,
+        memory_limit_bytes=memory_limit_bytes,
+        kernel=kernel,
+        block_size=block_size,
+        fast_path=fast_path,
+        devices=devices,
     )
-    plan.check_memory(num_agents, game.num_actions, learner, batch, memory_limit_bytes, spec)
-    padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
-    row_params = [
-        plan.run_params(game_rows[i], learners[i], num_stages, padded, eps) for i in range(batch)
-    ]
-    # Stack on the host: thousands of small device stacks would dominate a big sweep.
-    params = jax.tree.map(
-        lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *row_params
-    )
-    pipeline = Pipeline(
-        game=game,
-        spec=spec,
-        params=params,
-        kind=kind,
-        payload=jnp.asarray(payload),
-        types=plan.types_array(spec),
-        row_game_params=game_rows,
-        batched=True,
-        description=f"sweep of {batch} runs",
-    )
-    seeds_array = np.asarray(seed_list, np.uint32)
-    state = pipeline.init(seeds_array)
-    _, records = run_to_end(
-        pipeline, state, progress=progress, restart=lambda: (pipeline.init(seeds_array), None)
-    )
-    runs = []
-    for i in range(batch):
-        options = RunOptions(
-            num_agents, num_stages, eps, delta, hold_stages, initial, game_rows[i], references
+    if checkpoint_dir is None:
+        if checkpoint_every is not None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir to write them into")
+        _, records = run_to_end(
+            batch.pipeline, batch.init(), progress=progress, restart=lambda: (batch.init(), None)
         )
-        config = run_config(game, learners[i], options, pipeline.spec, seed=seed_list[i])
-        runs.append(
-            assemble_result(
-                records,
-                row=i,
-                spec=pipeline.spec,
-                lengths=learners[i].stage_lengths(num_stages),
-                rounds_before=0,
-                explore=learners[i].explore_probs(num_stages),
-                config=config,
-                equilibria=references,
-                delta=delta,
-                hold_stages=hold_stages,
-                final_actions=None,
-            )
-        )
-    return SweepResult(runs)
+        return batch.result(records)
+    return run_with_checkpoints(batch, checkpoint_dir, every=checkpoint_every, progress=progress)

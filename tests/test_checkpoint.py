@@ -65,7 +65,7 @@ def test_resume_from_every_checkpoint_with_other_blocks_and_devices(tmp_path):
         GAME, LEARNER, RUN["num_agents"], RUN["num_stages"], fast_path="events", devices=2
     )
     folder = tmp_path / "ck"
-    run_with_checkpoints(sim, RUN["seed"], folder, every=4, keep=10)
+    run_with_checkpoints(sim, folder, seed=RUN["seed"], every=4, keep=10)
     assert sorted(p.name for p in folder.glob("ckpt-*"))[::5] == [
         "ckpt-0000000004",
         "ckpt-0000000023",
@@ -217,6 +217,77 @@ def test_custom_games_need_the_game(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="not a built-in game"):
         js.resume(folder)
     assert_same_result(expected, js.resume(folder, game=game, return_actions=True))
+
+
+SWEEP = {"num_agents": 2000, "num_stages": 11, "seeds": [3, 4, 5], "update_prob": [0.2, 0.5, 1.0]}
+
+
+def assert_same_sweep(expected, got, free=()):
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got, strict=True):
+        assert_same_result(a, b, free=free)
+
+
+@pytest.mark.parametrize("kernel,fast_path", PATHS)
+def test_checkpointed_sweeps_resume_bitwise(tmp_path, kernel, fast_path):
+    options = dict(SWEEP, kernel=kernel, fast_path=fast_path)
+    expected = js.sweep(GAME, LEARNER, **options)
+    folder = tmp_path / "ck"
+    got = js.sweep(GAME, LEARNER, **options, checkpoint_dir=folder, checkpoint_every=3)
+    assert_same_sweep(expected, got)
+    assert sorted(p.name for p in folder.glob("ckpt-*")) == ["ckpt-0000000009", "ckpt-0000000011"]
+    saved = checkpoint.load(folder)
+    assert saved.actions.shape == (3, 2000) and saved.manifest["seed"] == [3, 4, 5]
+    point_latest_at(folder, 9)
+    resumed = js.resume(folder, devices=1)
+    assert isinstance(resumed, js.SweepResult)
+    assert_same_sweep(expected, resumed, free=("devices", "block_size"))
+
+
+def test_sweep_refusals(tmp_path):
+    folder = tmp_path / "ck"
+    js.sweep(GAME, LEARNER, **SWEEP, checkpoint_dir=folder, checkpoint_every=5)
+    with pytest.raises(ValueError, match="a sweep's result keeps no final actions"):
+        js.resume(folder, return_actions=True)
+    other = js.StageLearning(stage_length=12, explore_prob=0.1, update_prob=0.3)
+    with pytest.raises(checkpoint.CheckpointError, match=r"stage_length: 10 .* 12 now"):
+        js.resume(folder, learner=other)
+    assert main(["resume", str(folder), "--out", str(tmp_path / "out")]) == 2  # not a run's
+    with pytest.raises(checkpoint.CheckpointError, match="holds the checkpoints of a run"):
+        js.sweep(GAME, LEARNER, **SWEEP, checkpoint_dir=folder)
+    with pytest.raises(ValueError, match="checkpoint_every needs a checkpoint_dir"):
+        js.sweep(GAME, LEARNER, **SWEEP, checkpoint_every=3)
+
+
+KILLED_SWEEP = """
+import os, signal, sys
+import jaxstage as js
+from jaxstage import checkpoint
+saved = checkpoint.save
+
+def save(*args, **kwargs):
+    path = saved(*args, **kwargs)
+    if kwargs["records"].last_stage >= 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+checkpoint.save = save
+game = js.make_game("congestion", num_actions=3)
+learner = js.StageLearning(stage_length=10, explore_prob=0.1, update_prob=0.3)
+js.sweep(game, learner, 2000, 11, seeds=[3, 4, 5], update_prob=[0.2, 0.5, 1.0],
+         checkpoint_dir=sys.argv[1], checkpoint_every=3)
+"""
+
+
+def test_a_killed_sweep_resumes_bitwise(tmp_path):
+    folder = tmp_path / "ck"
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(KILLED_SWEEP))
+    env = dict(os.environ, PYTHONPATH=str(Path(js.__file__).parents[1]))
+    done = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert checkpoint.load(folder).stage == 6
+    assert_same_sweep(js.sweep(GAME, LEARNER, **SWEEP), js.resume(folder))
 
 
 @pytest.mark.parametrize("how", ["resume", "run --resume"])

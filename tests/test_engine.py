@@ -172,3 +172,46 @@ def test_records_add_only_when_consecutive():
         first + first
     with pytest.raises(TypeError):
         first + 1
+
+
+@pytest.mark.parametrize("kernel,fast_path", PATHS)
+def test_a_sweep_advanced_in_pieces_is_the_whole_sweep(kernel, fast_path):
+    options = dict(seeds=[1, 2], update_prob=[0.3, 1.0], kernel=kernel, fast_path=fast_path)
+    expected = js.sweep(GAME, LEARNERS["none"], NUM_AGENTS, 20, **options)
+    batch = js.Sweep(GAME, LEARNERS["none"], NUM_AGENTS, 20, **options)
+    state, first = batch.advance(batch.init(), 7)
+    state, rest = batch.advance(state, donate=True)
+    got = batch.result(first + rest)
+    assert int(state.stage) == 20 and batch.final_actions(state).shape == (2, NUM_AGENTS)
+    for a, b in zip(expected, got, strict=True):
+        assert_same_result(a, b)
+    # Row i is simulate with row i's parameters and the sweep's path.
+    path = got[1].config["fast_path"] or "auto"
+    alone = js.simulate(
+        GAME,
+        dataclasses.replace(LEARNERS["none"], update_prob=1.0),
+        NUM_AGENTS,
+        20,
+        seed=2,
+        kernel=kernel,
+        fast_path=path,
+    )
+    assert_same_result(alone, got[1])
+
+
+def test_a_sweep_refuses_what_is_not_its_own():
+    batch = js.Sweep(GAME, LEARNERS["none"], NUM_AGENTS, 10, seeds=[1, 2], fast_path="events")
+    other = js.Sweep(GAME, LEARNERS["none"], NUM_AGENTS, 10, seeds=[1, 3], fast_path="events")
+    with pytest.raises(ValueError, match="seeds are not this sweep's"):
+        batch.advance(other.init(), 2)
+    state, records = batch.advance(batch.init(), 4)
+    with pytest.raises(ValueError, match="needs its records from stage 0"):
+        batch.result(batch.advance(state, 2)[1])
+    with pytest.raises(ValueError, match=r"num_stages.*\[1, 6\]"):
+        batch.advance(state, 7)
+    with pytest.raises(TypeError, match="this sweep's advance"):
+        batch.result(
+            simulation(LEARNERS["none"]).advance(simulation(LEARNERS["none"]).init(0), 1)[1]
+        )
+    with pytest.raises(ValueError, match="update_prob has 2 entries but the sweep has 3 rows"):
+        js.Sweep(GAME, LEARNERS["none"], NUM_AGENTS, 10, seeds=[1, 2, 3], update_prob=[0.1, 0.2])

@@ -34,7 +34,7 @@ from jaxstage.finiteness import check_metrics, check_stages
 from jaxstage.games import AnonymousGame, Params
 from jaxstage.learner import StageLearning
 from jaxstage.metrics import CountMetrics
-from jaxstage.records import SimulationResult, StageRecords, assemble_result
+from jaxstage.records import SimulationResult, StageRecords, assemble_result, concatenate_stages
 from jaxstage.spec import RunParams, RunSpec
 
 __all__ = ["Simulation", "SimulationState", "StageRecords", "EventsOverflowError"]
@@ -248,7 +248,7 @@ class Pipeline:
                 bar.update(done)
                 share = np.asarray(record.metrics.best_reply_fraction)[..., done - 1]
                 bar.set_postfix(best_reply=f"{float(np.mean(share)):.3f}")
-        stages = _concatenate(records, self.batched)
+        stages = concatenate_stages(records, batched=self.batched)
         last = jax.tree.map(lambda x: x[:, -1] if self.batched else x[-1], stages.metrics)
         new_state = SimulationState(actions, np.int32(end), state.seed, state.key, last)
         return new_state, StageRecords(start, state.seed, state.metrics, stages, self.batched)
@@ -257,11 +257,6 @@ class Pipeline:
 def _trim(record, stages: int, batched: bool):
     """A chunk's host records cut to its first ``stages`` stages."""
     return jax.tree.map(lambda x: x[:, :stages] if batched else x[:stages], record)
-
-
-def _concatenate(records, batched: bool):
-    axis = 1 if batched else 0
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *records)
 
 
 # --------------------------------------------------------------------------- the run

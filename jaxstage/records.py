@@ -211,11 +211,15 @@ class StageRecords:
                 f"followed by records from stage {self.last_stage}, got records from "
                 f"stage {other.first_stage}"
             )
-        axis = 1 if self.batched else 0
-        stages = jax.tree.map(
-            lambda a, b: np.concatenate([a, b], axis=axis), self.stages, other.stages
-        )
+        stages = concatenate_stages([self.stages, other.stages], batched=self.batched)
         return dataclasses.replace(self, stages=stages)
+
+
+def concatenate_stages(stages: Sequence[StageRecord], *, batched: bool) -> StageRecord:
+    """Consecutive stages' records as one, along the stage axis (after a sweep's row
+    axis)."""
+    axis = 1 if batched else 0
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *stages)
 
 
 def assemble_result(

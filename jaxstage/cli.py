@@ -602,9 +602,37 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from jaxstage import study as st
 
     mode = "quick" if args.quick else "full"
+    if args.write_definition is not None:
+        # Only a copy of a built-in definition: run options here would be silently lost.
+        given = [
+            option
+            for option, value in (
+                ("--definition", args.definition),
+                ("--out", args.out),
+                ("--seeds", args.seeds),
+                ("--max-agents", args.max_agents),
+                ("--claims", args.claims),
+                ("--experiments", args.experiments),
+                ("--reuse", args.reuse),
+                ("--overwrite", args.overwrite or None),
+                ("--resume", args.resume or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--write-definition copies a built-in definition (--quick or --full) and "
+                f"runs nothing; it takes none of {', '.join(given)}"
+            )
+        written = st.write_definition(mode, args.write_definition)
+        print(
+            f"wrote the {mode} study definition to {written}; edit it, then run "
+            f"'jaxstage study --definition {written}'"
+        )
+        return 0
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    base = st.quick_study() if mode == "quick" else st.full_study()
+    base = st.load_study(mode if args.definition is None else args.definition)
     chosen = st.select(
         base,
         claims=args.claims,
@@ -613,11 +641,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         experiments=args.experiments,
     )
     chosen.validate()
-    out = _out_folder(args.out, STUDY_OUT[mode])
+    default_out = STUDY_OUT[mode] if args.definition is None else f"results/study-{base.name}"
+    out = _out_folder(args.out, default_out)
     st.check_study_folder(out, overwrite=args.overwrite)
-    sweeps = sum(len(st._sweep_keys(e)) for e in chosen.experiments)
+    sweeps = sum(len(st.sweep_keys(e)) for e in chosen.experiments)
     print(
-        f"study {mode}: {len(chosen.experiments)} experiments, {sweeps} sweeps of "
+        f"study {base.name}: {len(chosen.experiments)} experiments, {sweeps} sweeps of "
         f"{chosen.seeds} seeds; writing {out}",
         file=sys.stderr,
     )
@@ -806,10 +835,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="every claim at reduced scale (a few minutes)"
     )
     size.add_argument("--full", action="store_true", help="10^2..10^7 agents (the default)")
+    size.add_argument(
+        "--definition",
+        metavar="FILE",
+        help="run the study defined in FILE (TOML, see docs/study.md; e.g. an edited copy "
+        "from --write-definition)",
+    )
+    study.add_argument(
+        "--write-definition",
+        metavar="FILE",
+        help="write the built-in definition (--quick or --full) to FILE, a new file, to "
+        "edit and run with --definition; runs nothing",
+    )
     study.add_argument(
         "--out",
         metavar="FOLDER",
-        help="study folder (default results/study-quick or results/study)",
+        help="study folder (default results/study-quick, results/study, or "
+        "results/study-NAME for --definition)",
     )
     study.add_argument("--seeds", type=_count, metavar="N", help="seeds per setting (default 10)")
     study.add_argument(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import results
+from jaxstage import folders, results, results_plot
 from jaxstage.results import result_rows, run_labels, write_best_reply, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -245,7 +245,7 @@ def _explode(*args, **kwargs):
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, congestion_runs):
-    monkeypatch.setattr(results, "_plot_runs", _explode)
+    monkeypatch.setattr(results_plot, "plot_runs", _explode)
     with pytest.raises(RuntimeError, match="plot failed"):
         write_results(congestion_runs[0], tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a staging folder
@@ -254,7 +254,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, congestion_runs
 def test_interrupted_overwrite_keeps_old_folder(tmp_path, monkeypatch, congestion_runs):
     folder = write_results(congestion_runs[0], tmp_path / "out", plot=False)
     before = (folder / "summary.json").read_text()
-    monkeypatch.setattr(results, "_plot_runs", _explode)
+    monkeypatch.setattr(results_plot, "plot_runs", _explode)
     with pytest.raises(RuntimeError):
         write_results(congestion_runs[1], folder, overwrite=True)
     assert (folder / "summary.json").read_text() == before
@@ -377,7 +377,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_staging_folders_of_dead_processes_are_cleaned_up(tmp_path, congestion_runs):
-    dead, host = _dead_pid(), results._host_tag()
+    dead, host = _dead_pid(), folders.host_tag()
     stale = tmp_path / f".out.partial-{dead}-{host}-0123abcd"  # killed while writing
     legacy = tmp_path / f".other.partial-{dead}-89abcdef"  # older versions: no host tag
     for folder in (stale, legacy):
@@ -407,7 +407,7 @@ def test_stale_staging_folders_of_dead_processes_are_cleaned_up(tmp_path, conges
 
 
 def test_a_retired_folder_is_removed_once_its_successor_exists(tmp_path, congestion_runs):
-    dead, host = _dead_pid(), results._host_tag()
+    dead, host = _dead_pid(), folders.host_tag()
     write_results(congestion_runs[0], tmp_path / "done", plot=False)
     retired = tmp_path / f".done.old-{dead}-{host}-0123abcd"  # killed before removing it
     retired.mkdir()
@@ -461,7 +461,7 @@ def test_something_that_appears_in_the_old_folder_is_kept(tmp_path, monkeypatch,
             (folder / "late.txt").write_text("mine")
         real_replace(src, dst)
 
-    monkeypatch.setattr(results.os, "replace", replace_after_a_late_file)
+    monkeypatch.setattr(folders.os, "replace", replace_after_a_late_file)
     with pytest.warns(RuntimeWarning, match="late.txt"):
         write_results(congestion_runs[1], folder, plot=False, overwrite=True)
     (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.old-")]

@@ -1,4 +1,4 @@
-"""Tests of the study runner's own logic (jaxstage/study.py): convergence detection,
+"""Tests of the study runner's own logic (jaxstage/study/): convergence detection,
 derived tables, the distance to best-reply dynamics, a tiny real study and the CLI."""
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import pytest
 
 from jaxstage import study as st
 from jaxstage.cli import main
+from jaxstage.study import plots as study_plots
+from jaxstage.study import runner
+from jaxstage.tables import csv_text
 
 # --------------------------------------------------------------------------- helpers
 
@@ -378,7 +381,7 @@ def test_interrupted_write_leaves_no_folder(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(st, "_plots", boom)
+    monkeypatch.setattr(study_plots, "draw_plots", boom)
     runs = [run_row(100)]
     with pytest.raises(RuntimeError):
         st.write_study(tmp_path / "out", TINY, runs, [], wall_seconds=1.0, command="x")
@@ -461,7 +464,7 @@ def _interrupt_after(monkeypatch, sweeps: int) -> list[str]:
         calls.append(n)
         return real(exp, variant, n, tau, seeds, **kwargs)
 
-    monkeypatch.setattr(st, "run_sweep", flaky)
+    monkeypatch.setattr(runner, "run_sweep", flaky)
     return calls
 
 
@@ -560,7 +563,7 @@ WITH_SERIES = dataclasses.replace(
 def _text(folder, name) -> str:
     """A table's text with the timing column blanked (it differs from run to run)."""
     rows = st.read_csv(folder / name)
-    return st._csv_text([{**row, "sweep_seconds": ""} for row in rows])
+    return csv_text([{**row, "sweep_seconds": ""} for row in rows])
 
 
 def test_an_extended_study_reuses_finished_sweeps_and_equals_a_fresh_one(tmp_path, monkeypatch):
@@ -705,7 +708,7 @@ def test_the_end_of_a_study_removes_only_the_journal(tmp_path, monkeypatch):
         (partial / "notes.txt").write_text("mine")  # dropped in while the study ran
         return real(exp, variant, n, tau, seeds, **kwargs)
 
-    monkeypatch.setattr(st, "run_sweep", adds_a_file)
+    monkeypatch.setattr(runner, "run_sweep", adds_a_file)
     with pytest.warns(RuntimeWarning, match="notes.txt"):
         st.run_study(TWO_SWEEPS, folder, progress=False, plots=False)
     assert (folder / "runs.csv").exists()

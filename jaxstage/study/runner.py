@@ -1,0 +1,261 @@
+"""Running a study: one batched sweep at a time, each journalled as it finishes.
+
+:func:`run_study` checks the folder, runs (or resumes, or reuses) every sweep and writes
+the folder at the end; :func:`run_sweep` turns one sweep's runs into rows of the runs
+table; :func:`sweep_result` is the one call of :func:`jaxstage.sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
+from jaxstage.study.journal import (
+    open_journal,
+    partial_folder,
+    remove_journal,
+    reusable_sweeps,
+    sweep_id,
+)
+from jaxstage.study.measures import br_reference, study_convergence
+from jaxstage.study.output import check_study_folder, write_study
+from jaxstage.tables import plain_number
+
+__all__ = ["sweep_result", "run_sweep", "run_experiment", "run_study"]
+
+
+def sweep_result(
+    exp: Experiment, variant: InfoVariant, n: int, tau: int, seeds: int, kernel: str
+) -> tuple[Any, Any, list[float], list[int]]:
+    """One batched sweep: rows are (update_prob, seed) pairs.
+
+    The study's only call of :func:`jaxstage.sweep`, kept apart so that a checkpoint
+    folder (inside the study's journal folder) can be handed to it, to resume a long
+    sweep mid-way rather than from its start.
+
+    Returns:
+        ``(game, result, row_probs, row_seeds)``: the game, the
+        :class:`~jaxstage.SweepResult` and the update_prob and seed of each row.
+    """
+    import jaxstage as js
+
+    game = js.make_game(exp.game, **exp.game_params)
+    probs = variant.update_probs or exp.update_probs
+    learner = js.StageLearning(
+        stage_length=tau,
+        explore_prob=exp.explore_prob,
+        update_prob=probs[0],
+        info=variant.info,
+        info_sample_size=variant.sample_size,
+        info_noise_std=variant.noise_std,
+    )
+    row_probs = [p for p in probs for _ in range(seeds)]
+    row_seeds = [s for _ in probs for s in range(seeds)]
+    result = js.sweep(
+        game,
+        learner,
+        n,
+        exp.stages(tau),
+        seeds=row_seeds,
+        update_prob=row_probs,
+        eps=exp.eps,
+        delta=exp.delta,
+        kernel=kernel,
+    )
+    return game, result, row_probs, row_seeds
+
+
+def run_experiment(
+    exp: Experiment,
+    seeds: int,
+    *,
+    kernel: str = "auto",
+    on_sweep: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run every sweep of one experiment.
+
+    Returns:
+        ``(runs, series)``: one row per run (columns :data:`RUN_COLUMNS`) and, for
+        experiments with ``series=True``, one row per recorded state of the first
+        ``series_seeds`` seeds of each sweep row group.
+    """
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    for variant, n, tau in sweep_keys(exp):
+        more_runs, more_series, seconds = run_sweep(exp, variant, n, tau, seeds, kernel=kernel)
+        runs.extend(more_runs)
+        series.extend(more_series)
+        if on_sweep is not None:
+            on_sweep(f"{exp.name} {variant.label} n={n:,} tau={tau}: {seconds:.1f} s")
+    return runs, series
+
+
+def run_sweep(
+    exp: Experiment,
+    variant: InfoVariant,
+    n: int,
+    tau: int,
+    seeds: int,
+    *,
+    kernel: str = "auto",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """One batched sweep of ``exp`` (all update probabilities and seeds) at one variant,
+    population and stage length. Returns ``(runs, series, seconds)`` as :func:`run_experiment`.
+    """
+    from jaxstage.engine import versions as run_versions
+
+    versions = run_versions()
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    game, result, row_probs, row_seeds = sweep_result(exp, variant, n, tau, seeds, kernel)
+    seconds = time.perf_counter() - started
+    for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
+        hold = exp.hold(tau)
+        convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
+        distance, steps, br_ok = br_reference(game, run, prob, exp.eps, seed)
+        final_distance = run.distance_to_equilibrium
+        runs.append(
+            {
+                "claims": ";".join(exp.claims),
+                "experiment": exp.name,
+                "game": exp.game,
+                "game_params": json.dumps(exp.game_params, sort_keys=True),
+                "num_agents": n,
+                "variant": variant.label,
+                "info": variant.info,
+                "info_sample_size": variant.sample_size,
+                "info_noise_std": variant.noise_std,
+                "stage_length": tau,
+                "explore_prob": exp.explore_prob,
+                "update_prob": prob,
+                "num_stages": exp.stages(tau),
+                "round_budget": exp.round_budget,
+                "eps": exp.eps,
+                "delta": exp.delta,
+                "hold_stages": hold,
+                "seed": seed,
+                "converged": convergence is not None,
+                "convergence_round": convergence,
+                "final_nash_gap": plain_number(run.nash_gap[-1]),
+                "final_best_reply_fraction": plain_number(run.best_reply_fraction[-1]),
+                "final_distance_to_equilibrium": None
+                if final_distance is None
+                else plain_number(final_distance[-1]),
+                "br_distance": distance,
+                "br_steps": steps,
+                "br_converged": br_ok,
+                "kernel": run.config.get("kernel"),
+                "sweep_seconds": round(seconds, 3),
+                "jaxstage_version": versions["jaxstage"],
+                "jax_version": versions["jax"],
+            }
+        )
+        if exp.series and seed < exp.series_seeds:
+            for s in range(len(run.rounds)):
+                series.append(
+                    {
+                        "experiment": exp.name,
+                        "game": exp.game,
+                        "num_agents": n,
+                        "variant": variant.label,
+                        "stage_length": tau,
+                        "update_prob": prob,
+                        "seed": seed,
+                        "stage": s,
+                        "round": int(run.rounds[s]),
+                        "nash_gap": plain_number(run.nash_gap[s]),
+                        "best_reply_fraction": plain_number(run.best_reply_fraction[s]),
+                        "distribution": json.dumps(
+                            [round(float(x), 6) for x in run.distribution[s]]
+                        ),
+                    }
+                )
+    return runs, series, seconds
+
+
+def run_study(
+    study: Study,
+    folder: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    kernel: str = "auto",
+    plots: bool = True,
+    command: str | None = None,
+    reuse: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Validate, run every sweep of ``study`` and write its folder.
+
+    The folder is checked before anything runs and written atomically at the end, so an
+    interrupted study leaves no complete-looking folder. Each finished sweep is appended
+    to a journal in ``<folder>.partial/`` (:func:`partial_folder`); with ``resume`` a
+    study interrupted earlier skips the sweeps it journalled (same definition only). The
+    journal is removed once the folder is written (its files only: a ``<folder>.partial``
+    holding anything else is refused up front and never deleted). ``wall_seconds`` counts
+    the sweeps' own run time, journalled ones included.
+
+    ``reuse`` names finished study folders whose matching sweeps are taken instead of
+    run again (:func:`reusable_sweeps`), so a study can be extended (more populations,
+    more experiments) without repeating its finished sweeps; their run time is reported
+    apart, as ``reused_sweep_seconds`` in config.json.
+    """
+    from tqdm.auto import tqdm
+
+    study.validate()
+    folder = check_study_folder(folder, overwrite=overwrite)
+    reusable = reusable_sweeps(study, reuse)
+    journal, done = open_journal(study, folder, resume=resume, overwrite=overwrite)
+    command = command or " ".join(["jaxstage"] + sys.argv[1:])
+    started = time.perf_counter()
+    earlier_seconds = sum(entry["seconds"] for entry in done.values() if "reused_from" not in entry)
+    runs: list[dict[str, Any]] = []
+    series: list[dict[str, Any]] = []
+    reused: list[dict[str, Any]] = []
+    keys = [(exp, *key) for exp in study.experiments for key in sweep_keys(exp)]
+    with tqdm(total=len(keys), unit="sweep", disable=not progress, desc=study.name) as bar:
+        for exp, variant, n, tau in keys:
+            key_id = sweep_id(exp, variant, n, tau)
+            if key_id in done:
+                entry = done[key_id]
+            else:
+                if key_id in reusable:
+                    entry = reusable[key_id]
+                else:
+                    more_runs, more_series, seconds = run_sweep(
+                        exp, variant, n, tau, study.seeds, kernel=kernel
+                    )
+                    entry = {
+                        "sweep": key_id,
+                        "seconds": seconds,
+                        "runs": more_runs,
+                        "series": more_series,
+                    }
+                with open(journal, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry, default=str) + "\n")
+            runs.extend(entry["runs"])
+            series.extend(entry["series"])
+            bar.update(1)
+            bar.set_postfix_str(f"{exp.name} {variant.label} n={n:,} tau={tau}"[:60])
+            if "reused_from" in entry:
+                reused.append(entry)
+    written = write_study(
+        folder,
+        study,
+        runs,
+        series,
+        wall_seconds=earlier_seconds + time.perf_counter() - started,
+        command=command,
+        overwrite=overwrite,
+        plots=plots,
+        reused=reused,
+    )
+    remove_journal(partial_folder(folder))  # the journal files only, never anything else
+    return written

@@ -616,6 +616,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
                 ("--reuse", args.reuse),
                 ("--overwrite", args.overwrite or None),
                 ("--resume", args.resume or None),
+                ("--checkpoint-every", args.checkpoint_every),
             )
             if value is not None
         ]
@@ -657,6 +658,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         reuse=args.reuse or (),
+        checkpoint_every=args.checkpoint_every,
         command=" ".join(["jaxstage", "study"] + list(args.argv_rest)),
     )
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -874,7 +876,15 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run: skip the sweeps journalled in FOLDER.partial/",
+        help="continue an interrupted run: skip the sweeps journalled in FOLDER.partial/ "
+        "and continue the sweep it was killed in from its last checkpoint",
+    )
+    study.add_argument(
+        "--checkpoint-every",
+        type=_count,
+        metavar="K",
+        help="checkpoint the running sweep every K stages (default: a tenth of each "
+        "sweep; 0: none, a killed sweep is run again from its start)",
     )
     study.add_argument(
         "--reuse",

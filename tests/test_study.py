@@ -540,6 +540,84 @@ def test_resuming_after_a_cut_short_line_keeps_later_sweeps(tmp_path, monkeypatc
     assert calls == [120]
 
 
+KILLED_STUDY = """
+import os, signal, sys
+from jaxstage import checkpoint
+from jaxstage import study as st
+
+saved = checkpoint.save
+
+def save(*args, **kwargs):  # SIGKILL after the second sweep's checkpoint of stage 2
+    path = saved(*args, **kwargs)
+    second = kwargs["manifest"]["extra"]["study_sweep"].endswith("|120|5")
+    if second and kwargs["records"].last_stage >= 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+checkpoint.save = save
+two = st.Study(
+    "two",
+    (st.Experiment("two_core", ("C1",), "congestion", (60, 120), stage_lengths=(5,),
+                   round_budget=20),),
+    seeds=2,
+)
+st.run_study(two, sys.argv[1], progress=False, plots=False, checkpoint_every=1)
+"""
+
+
+def test_a_study_killed_in_a_sweep_resumes_it_from_its_checkpoint(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jaxstage as js
+
+    whole = st.run_study(
+        TWO_SWEEPS, tmp_path / "whole", progress=False, plots=False, checkpoint_every=0
+    )
+    folder = tmp_path / "study"
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_STUDY)
+    env = dict(os.environ, PYTHONPATH=str(Path(js.__file__).parents[1]))
+    done = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    partial = st.partial_folder(folder)
+    assert len((partial / "sweeps.jsonl").read_text().splitlines()) == 1
+    assert (partial / st.SWEEP_CHECKPOINTS / "LATEST").read_text().strip() == "ckpt-0000000002"
+    resumed = []
+    real_resume = js.resume
+    monkeypatch.setattr(js, "resume", lambda *a, **k: resumed.append(a) or real_resume(*a, **k))
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert len(resumed) == 1  # the second sweep went on from its checkpoint
+    assert not partial.exists()
+    assert _table_without_timing(folder) == _table_without_timing(whole)
+    assert (folder / "convergence.csv").read_bytes() == (whole / "convergence.csv").read_bytes()
+
+
+def test_stale_sweep_checkpoints_are_not_resumed(tmp_path, monkeypatch):
+    """Checkpoints of another sweep (left by a kill after its journal line) are cleared."""
+    folder = _interrupted_after_one_sweep(tmp_path, monkeypatch)
+    stale = st.partial_folder(folder) / st.SWEEP_CHECKPOINTS
+    import jaxstage as js
+
+    js.sweep(
+        js.make_game("congestion"),
+        js.StageLearning(stage_length=5),
+        60,
+        3,
+        seeds=[0, 1],
+        checkpoint_dir=stale,
+        checkpoint_every=1,
+    )
+    calls = _interrupt_after(monkeypatch, 5)
+    st.run_study(TWO_SWEEPS, folder, resume=True, progress=False, plots=False)
+    assert calls == [120] and not st.partial_folder(folder).exists()
+    with pytest.raises(ValueError, match=r"checkpoint_every.*\[0, "):
+        st.run_study(TWO_SWEEPS, tmp_path / "x", progress=False, checkpoint_every=-1)
+
+
 def test_selecting_experiments_by_name():
     chosen = st.select(st.full_study(), experiments=["congestion_core"], max_agents=10**4)
     assert [e.name for e in chosen.experiments] == ["congestion_core"]

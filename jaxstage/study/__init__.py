@@ -59,7 +59,12 @@ from jaxstage.study.definition import (
     select,
     sweep_keys,
 )
-from jaxstage.study.journal import JOURNAL_FILES, partial_folder, reusable_sweeps
+from jaxstage.study.journal import (
+    JOURNAL_FILES,
+    SWEEP_CHECKPOINTS,
+    partial_folder,
+    reusable_sweeps,
+)
 from jaxstage.study.loading import (
     BUILTIN_DEFINITIONS,
     OVERRIDES,
@@ -74,7 +79,13 @@ from jaxstage.study.measures import br_distance, br_trajectory, study_convergenc
 from jaxstage.study.output import RUN_COLUMNS, STUDY_FILES, check_study_folder, write_study
 from jaxstage.study.plots import redraw_plots
 from jaxstage.study.report import summary_markdown
-from jaxstage.study.runner import run_experiment, run_study, run_sweep, sweep_result
+from jaxstage.study.runner import (
+    SweepCheckpoints,
+    run_experiment,
+    run_study,
+    run_sweep,
+    sweep_result,
+)
 from jaxstage.study.tables import (
     CONVERGED_SHARE,
     CONVERGENCE_KEYS,
@@ -115,6 +126,8 @@ __all__ = [
     "NONE",
     "sweep_keys",
     "JOURNAL_FILES",
+    "SWEEP_CHECKPOINTS",
+    "SweepCheckpoints",
     "reusable_sweeps",
     "OVERRIDES",
     "parse_definition",

@@ -5,7 +5,8 @@ that finished studies already ran.
 ``<folder>.partial/sweeps.jsonl`` (:func:`partial_folder`), beside ``study.json``, the
 definition it belongs to; ``resume`` skips the sweeps journalled by the same definition.
 The journal folder is only ever read, rewritten or deleted when it holds nothing but
-journal files (:data:`JOURNAL_FILES`), and deleted file by file, never recursively.
+journal files (:data:`JOURNAL_FILES`) and the checkpoints of the sweep being run
+(:data:`SWEEP_CHECKPOINTS`), and deleted file by file, never recursively.
 
 **Reuse.** :func:`reusable_sweeps` finds, in finished study folders, the sweeps a study
 would run again.
@@ -21,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxstage import checkpoint
 from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
 from jaxstage.study.tables import group_rows
 from jaxstage.tables import read_csv
 
 __all__ = [
     "JOURNAL_FILES",
+    "SWEEP_CHECKPOINTS",
     "partial_folder",
     "sweep_id",
     "check_journal_folder",
@@ -48,6 +51,9 @@ def sweep_id(exp: Experiment, variant: InfoVariant, n: int, tau: int) -> str:
 
 #: The files a study's journal folder holds; one holding anything else is not jaxstage's.
 JOURNAL_FILES = frozenset({"sweeps.jsonl", "study.json"})
+#: The folder in it that holds the checkpoints of the sweep being run
+#: (:mod:`jaxstage.checkpoint`: only its own file names are ever removed from it).
+SWEEP_CHECKPOINTS = "sweep.checkpoints"
 
 
 def check_journal_folder(partial: Path) -> bool:
@@ -71,7 +77,8 @@ def check_journal_folder(partial: Path) -> bool:
     foreign = sorted(
         entry.name
         for entry in os.scandir(partial)
-        if entry.name not in JOURNAL_FILES or not entry.is_file(follow_symlinks=False)
+        if not (entry.name in JOURNAL_FILES and entry.is_file(follow_symlinks=False))
+        and not (entry.name == SWEEP_CHECKPOINTS and entry.is_dir(follow_symlinks=False))
     )
     if foreign:
         raise ValueError(
@@ -87,6 +94,7 @@ def remove_journal(partial: Path) -> None:
 
     Never a recursive delete: whatever else appeared in it is kept, with a warning.
     """
+    checkpoint.remove(partial / SWEEP_CHECKPOINTS)  # checkpoint files only
     for name in sorted(JOURNAL_FILES):
         (partial / name).unlink(missing_ok=True)
     try:

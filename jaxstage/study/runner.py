@@ -7,16 +7,23 @@ table; :func:`sweep_result` is the one call of :func:`jaxstage.sweep`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxstage import checkpoint
+from jaxstage._validation import check_int
+from jaxstage.resumable import run_with_checkpoints
 from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
 from jaxstage.study.journal import (
+    SWEEP_CHECKPOINTS,
     open_journal,
     partial_folder,
     remove_journal,
@@ -27,17 +34,26 @@ from jaxstage.study.measures import br_reference, study_convergence
 from jaxstage.study.output import check_study_folder, write_study
 from jaxstage.tables import plain_number
 
-__all__ = ["sweep_result", "run_sweep", "run_experiment", "run_study"]
+__all__ = ["sweep_result", "run_sweep", "run_experiment", "run_study", "SweepCheckpoints"]
 
 
 def sweep_result(
-    exp: Experiment, variant: InfoVariant, n: int, tau: int, seeds: int, kernel: str
+    exp: Experiment,
+    variant: InfoVariant,
+    n: int,
+    tau: int,
+    seeds: int,
+    kernel: str,
+    *,
+    checkpoints: SweepCheckpoints | None = None,
 ) -> tuple[Any, Any, list[float], list[int]]:
     """One batched sweep: rows are (update_prob, seed) pairs.
 
-    The study's only call of :func:`jaxstage.sweep`, kept apart so that a checkpoint
-    folder (inside the study's journal folder) can be handed to it, to resume a long
-    sweep mid-way rather than from its start.
+    The study's only call of :func:`jaxstage.sweep`. With ``checkpoints`` the sweep is
+    checkpointed into ``checkpoints.folder`` (every ``checkpoints.every`` stages, default
+    a tenth of the sweep), and resumed from there when that folder holds this sweep's
+    checkpoints: a study killed in a long sweep continues it from its last checkpoint,
+    with bitwise the numbers of an uninterrupted sweep.
 
     Returns:
         ``(game, result, row_probs, row_seeds)``: the game, the
@@ -57,18 +73,58 @@ def sweep_result(
     )
     row_probs = [p for p in probs for _ in range(seeds)]
     row_seeds = [s for _ in probs for s in range(seeds)]
-    result = js.sweep(
-        game,
-        learner,
-        n,
-        exp.stages(tau),
-        seeds=row_seeds,
-        update_prob=row_probs,
-        eps=exp.eps,
-        delta=exp.delta,
-        kernel=kernel,
-    )
-    return game, result, row_probs, row_seeds
+    rows = (row_probs, row_seeds)
+    options = {
+        "seeds": row_seeds,
+        "update_prob": row_probs,
+        "eps": exp.eps,
+        "delta": exp.delta,
+        "kernel": kernel,
+    }
+    if checkpoints is None:
+        result = js.sweep(game, learner, n, exp.stages(tau), **options)
+    elif checkpoints.holds(sweep_id(exp, variant, n, tau)):
+        try:
+            return game, js.resume(checkpoints.folder, game=game, learner=learner), *rows
+        except checkpoint.CheckpointError as error:  # damaged, or other versions
+            warnings.warn(
+                f"the checkpoints of sweep {sweep_id(exp, variant, n, tau)} cannot be "
+                f"resumed ({error}); the sweep is run again from its start",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if checkpoints is not None:
+        checkpoints.clear()
+        batch = js.Sweep(game, learner, n, exp.stages(tau), **options)
+        every = checkpoints.every or math.ceil(batch.num_stages / 10)
+        result = run_with_checkpoints(
+            batch,
+            checkpoints.folder,
+            every=min(every, batch.num_stages),
+            extra={"study_sweep": sweep_id(exp, variant, n, tau)},
+        )
+    return game, result, *rows
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCheckpoints:
+    """Where a study checkpoints the sweep it is running (one at a time), and how often
+    (``every`` stages; ``None``: a tenth of each sweep)."""
+
+    folder: Path
+    every: int | None = None
+
+    def holds(self, key: str) -> bool:
+        """Whether ``folder`` holds checkpoints of the sweep ``key``."""
+        try:
+            _, manifest = checkpoint.read_manifest(self.folder)
+        except checkpoint.CheckpointError:
+            return False
+        return manifest.get("extra", {}).get("study_sweep") == key
+
+    def clear(self) -> None:
+        """Remove the checkpoints (only checkpoint files: :func:`jaxstage.checkpoint.remove`)."""
+        checkpoint.remove(self.folder)
 
 
 def run_experiment(
@@ -104,9 +160,12 @@ def run_sweep(
     seeds: int,
     *,
     kernel: str = "auto",
+    checkpoints: SweepCheckpoints | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
     """One batched sweep of ``exp`` (all update probabilities and seeds) at one variant,
-    population and stage length. Returns ``(runs, series, seconds)`` as :func:`run_experiment`.
+    population and stage length, checkpointed as :func:`sweep_result` says. Returns
+    ``(runs, series, seconds)`` as :func:`run_experiment` (a resumed sweep's seconds are
+    those of its resumed part).
     """
     from jaxstage.engine import versions as run_versions
 
@@ -114,7 +173,9 @@ def run_sweep(
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
     started = time.perf_counter()
-    game, result, row_probs, row_seeds = sweep_result(exp, variant, n, tau, seeds, kernel)
+    game, result, row_probs, row_seeds = sweep_result(
+        exp, variant, n, tau, seeds, kernel, checkpoints=checkpoints
+    )
     seconds = time.perf_counter() - started
     for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
         hold = exp.hold(tau)
@@ -191,6 +252,7 @@ def run_study(
     plots: bool = True,
     command: str | None = None,
     reuse: Sequence[str | os.PathLike[str]] = (),
+    checkpoint_every: int | None = None,
 ) -> Path:
     """Validate, run every sweep of ``study`` and write its folder.
 
@@ -206,10 +268,17 @@ def run_study(
     run again (:func:`reusable_sweeps`), so a study can be extended (more populations,
     more experiments) without repeating its finished sweeps; their run time is reported
     apart, as ``reused_sweep_seconds`` in config.json.
+
+    The sweep being run is checkpointed into ``<folder>.partial/sweep.checkpoints``
+    every ``checkpoint_every`` stages (default: a tenth of each sweep; ``0``: no
+    checkpoints), so a study killed in the middle of a sweep resumes that sweep from its
+    last checkpoint, bitwise, instead of from its start.
     """
     from tqdm.auto import tqdm
 
     study.validate()
+    if checkpoint_every is not None:
+        check_int(checkpoint_every, "checkpoint_every", low=0, high=2**31 - 1)
     folder = check_study_folder(folder, overwrite=overwrite)
     reusable = reusable_sweeps(study, reuse)
     journal, done = open_journal(study, folder, resume=resume, overwrite=overwrite)
@@ -220,6 +289,10 @@ def run_study(
     series: list[dict[str, Any]] = []
     reused: list[dict[str, Any]] = []
     keys = [(exp, *key) for exp in study.experiments for key in sweep_keys(exp)]
+    checkpoints = None
+    if checkpoint_every != 0:
+        folder_of = partial_folder(folder) / SWEEP_CHECKPOINTS
+        checkpoints = SweepCheckpoints(folder_of, checkpoint_every)
     with tqdm(total=len(keys), unit="sweep", disable=not progress, desc=study.name) as bar:
         for exp, variant, n, tau in keys:
             key_id = sweep_id(exp, variant, n, tau)
@@ -230,7 +303,7 @@ def run_study(
                     entry = reusable[key_id]
                 else:
                     more_runs, more_series, seconds = run_sweep(
-                        exp, variant, n, tau, study.seeds, kernel=kernel
+                        exp, variant, n, tau, study.seeds, kernel=kernel, checkpoints=checkpoints
                     )
                     entry = {
                         "sweep": key_id,
@@ -240,6 +313,10 @@ def run_study(
                     }
                 with open(journal, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(entry, default=str) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if checkpoints is not None:  # journalled: its checkpoints are done with
+                    checkpoints.clear()
             runs.extend(entry["runs"])
             series.extend(entry["series"])
             bar.update(1)

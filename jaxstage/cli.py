@@ -884,7 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         metavar="K",
         help="checkpoint the running sweep every K stages (default: a tenth of each "
-        "sweep; 0: none, a killed sweep is run again from its start)",
+        "sweep of 10^6 agents or more over its rows; 0: none, a killed sweep is run "
+        "again from its start)",
     )
     study.add_argument(
         "--reuse",

@@ -81,9 +81,7 @@ def sweep_result(
         "delta": exp.delta,
         "kernel": kernel,
     }
-    if checkpoints is None:
-        result = js.sweep(game, learner, n, exp.stages(tau), **options)
-    elif checkpoints.holds(sweep_id(exp, variant, n, tau)):
+    if checkpoints is not None and checkpoints.holds(sweep_id(exp, variant, n, tau)):
         try:
             return game, js.resume(checkpoints.folder, game=game, learner=learner), *rows
         except checkpoint.CheckpointError as error:  # damaged, or other versions
@@ -93,7 +91,9 @@ def sweep_result(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    if checkpoints is not None:
+    if checkpoints is None or not checkpoints.wanted(n * len(row_seeds)):
+        result = js.sweep(game, learner, n, exp.stages(tau), **options)
+    else:
         checkpoints.clear()
         batch = js.Sweep(game, learner, n, exp.stages(tau), **options)
         every = checkpoints.every or math.ceil(batch.num_stages / 10)
@@ -106,13 +106,23 @@ def sweep_result(
     return game, result, *rows
 
 
+#: The smallest sweep (agents over all rows) a study checkpoints by default.
+CHECKPOINTED_AGENTS = 10**6
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepCheckpoints:
     """Where a study checkpoints the sweep it is running (one at a time), and how often
-    (``every`` stages; ``None``: a tenth of each sweep)."""
+    (``every`` stages; ``None``: a tenth of each sweep, and only sweeps of at least
+    :data:`CHECKPOINTED_AGENTS` agents over all rows: smaller ones take seconds, less than
+    their checkpoints would cost)."""
 
     folder: Path
     every: int | None = None
+
+    def wanted(self, agents: int) -> bool:
+        """Whether a sweep of ``agents`` agents (all rows) is checkpointed."""
+        return self.every is not None or agents >= CHECKPOINTED_AGENTS
 
     def holds(self, key: str) -> bool:
         """Whether ``folder`` holds checkpoints of the sweep ``key``."""
@@ -270,9 +280,10 @@ def run_study(
     apart, as ``reused_sweep_seconds`` in config.json.
 
     The sweep being run is checkpointed into ``<folder>.partial/sweep.checkpoints``
-    every ``checkpoint_every`` stages (default: a tenth of each sweep; ``0``: no
-    checkpoints), so a study killed in the middle of a sweep resumes that sweep from its
-    last checkpoint, bitwise, instead of from its start.
+    every ``checkpoint_every`` stages (default: a tenth of each sweep of at least
+    :data:`CHECKPOINTED_AGENTS` agents over its rows; ``0``: no checkpoints), so a study
+    killed in the middle of a sweep resumes that sweep from its last checkpoint,
+    bitwise, instead of from its start.
     """
     from tqdm.auto import tqdm
 

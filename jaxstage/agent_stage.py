@@ -45,7 +45,9 @@ from jaxstage import agent_events as ae
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
 from jaxstage import fast
+from jaxstage import fast_blocks as fb
 from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates, clip_and_renormalise
+from jaxstage.fast_pass2 import own_estimates
 from jaxstage.finiteness import with_published_check
 from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
@@ -305,7 +307,7 @@ def own_sums(
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
     stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
-    noise = crng.normal(crng.stream_key(seed, stage, fast._OWN_NOISE), stream.index)
+    noise = crng.normal(crng.stream_key(seed, stage, fb.OWN_NOISE_STREAM), stream.index)
     own_sum = (
         stage_totals[types, stage_actions]
         - lost
@@ -348,9 +350,9 @@ def _over_blocks(spec: RunSpec, body, state):
 def _sample_own_sums(spec, params, context, actions, round_payoffs):
     """``(k,)`` payoff sums and counts of the sampled agents' own observations, by
     :func:`own_sums` on the sampled indices (each from the shard holding it)."""
-    sampled = fast._sample_indices(spec, context.seed, context.stage)
+    sampled = fb.sample_indices(spec, context.seed, context.stage)
     index = sampled.astype(jnp.uint32)
-    sampled_actions, here = fast._local_actions(spec, actions, sampled)
+    sampled_actions, here = fb.local_actions(spec, actions, sampled)
     sums, counts = own_sums(
         spec,
         params,
@@ -359,34 +361,43 @@ def _sample_own_sums(spec, params, context, actions, round_payoffs):
         _stream_of(spec, context, index),
         sampled_actions,
         here,
-        fast._types_of(spec, index),
+        fb.types_of(spec, index),
         round_payoffs,
     )
-    sums = fast._total(spec, jnp.where(here[None, :], sums, 0.0))
-    return sums.sum(axis=1), fast._total(spec, counts).sum(axis=1)
+    sums = fb.shard_total(spec, jnp.where(here[None, :], sums, 0.0))
+    return sums.sum(axis=1), fb.shard_total(spec, counts).sum(axis=1)
 
 
-def published_payoffs(game, spec: RunSpec, params, seed, stage, actions, stage_counts, nonfinite):
+def published_payoffs(
+    game, spec: RunSpec, params, seed, stage, *, actions, stage_counts, nonfinite
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``fast.published_payoffs`` with the sampled agents' actions counted by
     :func:`histogram` (one-hot sums or tile-private bins on a GPU) instead of
-    ``fast._count``'s bincount, a scatter of up to ``info_sample_size`` agents into ``k``
-    bins whose atomic adds contend. Integer counts, so the same bits; the arithmetic
-    after the count is ``fast._published_counts``'s, operation for operation (kept in
-    step by tests/test_agents_path.py, which compares the two)."""
+    ``fast_blocks.count_values``'s bincount, a scatter of up to ``info_sample_size``
+    agents into ``k`` bins whose atomic adds contend. Integer counts, so the same bits;
+    the arithmetic after the count is ``fast_population.published_counts``'s, operation
+    for operation (kept in step by tests/test_agents_path.py, which compares the two)."""
     if spec.info_sample_size is None:  # the whole population's counts: no count here
         return fast.published_payoffs(
-            game, spec, params, seed, stage, actions, stage_counts, nonfinite
+            game,
+            spec,
+            params,
+            seed,
+            stage,
+            actions=actions,
+            stage_counts=stage_counts,
+            nonfinite=nonfinite,
         )
     n, k = spec.num_agents, spec.num_actions
-    sampled, here = fast._local_actions(spec, actions, fast._sample_indices(spec, seed, stage))
+    sampled, here = fb.local_actions(spec, actions, fb.sample_indices(spec, seed, stage))
     # Tiles of at least MIN_TILE agents and k bins, as pass 1's (choose_tile_size); the
     # sample need not fill its last tile.
     tile = max(MIN_TILE, 2 ** math.ceil(math.log2(max(k, 1))))
-    d_hat = fast._total(spec, histogram(sampled, here, k, tile)).astype(jnp.float32)
+    d_hat = fb.shard_total(spec, histogram(sampled, here, k, tile)).astype(jnp.float32)
     d_hat = d_hat / spec.info_sample_size
     if spec.info_noisy:
         noise = crng.normal(
-            crng.stream_key(seed, stage, fast._INFO_NOISE), jnp.arange(k, dtype=jnp.uint32)
+            crng.stream_key(seed, stage, fb.INFO_NOISE_STREAM), jnp.arange(k, dtype=jnp.uint32)
         )
         d_hat = clip_and_renormalise(d_hat + params.info_noise_std * noise)
     published = d_hat * n
@@ -412,14 +423,14 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
 
     def pass_1(block, state):
         counts, overflow = state
-        _, index, stage_actions, valid, types = fast._block(spec, actions, block)
+        _, index, stage_actions, valid, types = fb.agent_block(spec, actions, block)
         more, over = block_round_counts(
             spec, _stream_of(spec, context, index), stage_actions, valid, types
         )
         return counts + more, overflow + over
 
     start = (jnp.zeros((rounds + 1, width), jnp.int32), jnp.int32(0))
-    counts, overflow = fast._total(spec, _over_blocks(spec, pass_1, start))
+    counts, overflow = fb.shard_total(spec, _over_blocks(spec, pass_1, start))
     stage_counts_by_type = counts[rounds]
     in_stage = (jnp.arange(rounds) < stage_length)[:, None]
     counts_by_round = jnp.where(in_stage, stage_counts_by_type[None, :], 0) + counts[:rounds]
@@ -434,14 +445,21 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
     published = by_alternative = None
     if spec.info == "distribution":
         published, by_alternative, nonfinite = published_payoffs(
-            game, spec, params, seed, stage, actions, stage_counts, nonfinite
+            game,
+            spec,
+            params,
+            seed,
+            stage,
+            actions=actions,
+            stage_counts=stage_counts,
+            nonfinite=nonfinite,
         )
     shared = (population.action_sums, population.action_counts, by_alternative)
 
     def pass_2(block, state):
         new_actions, switched, new_counts = state
-        _, index, current, valid, types = fast._block(spec, actions, block)
-        ties = crng.uniform(crng.stream_key(seed, stage, fast._TIE), index)
+        _, index, current, valid, types = fb.agent_block(spec, actions, block)
+        ties = crng.uniform(crng.stream_key(seed, stage, fb.TIE_STREAM), index)
         if spec.needs_own_estimates:
             sums, obs = own_sums(
                 spec,
@@ -454,10 +472,10 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
                 types,
                 round_payoffs,
             )
-            candidates = choose_candidates(ties, fast._own_estimates(sums, obs, samples), current)
+            candidates = choose_candidates(ties, own_estimates(sums, obs, samples), current)
         else:
             candidates = fast.shared_candidates(spec, *shared, ties, types, current)
-        adopt = fast._adopts(params, seed, stage, index)
+        adopt = fb.adopts(params, seed, stage, index)
         chosen = jnp.where(adopt & valid, candidates, current)
         switched = switched + jnp.sum((chosen != current) & valid, dtype=jnp.int32)
         new_counts = new_counts + histogram(types * k + chosen, valid, width, spec.tile_size)
@@ -469,7 +487,7 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
 
     start = (jnp.zeros_like(actions), jnp.int32(0), jnp.zeros(width, jnp.int32))
     new_actions, switched, new_counts = _over_blocks(spec, pass_2, start)
-    switched, new_counts = fast._total(spec, (switched, new_counts))
+    switched, new_counts = fb.shard_total(spec, (switched, new_counts))
     record = fast.stage_record(spec, population, stage_length, switched, nonfinite, published)
     return new_actions, new_counts.reshape(num_types, k), record, overflow
 
@@ -480,8 +498,8 @@ def agent_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
     k, width = spec.num_actions, spec.num_types * spec.num_actions
 
     def one_block(block, counts):
-        _, _, current, valid, types = fast._block(spec, actions, block)
+        _, _, current, valid, types = fb.agent_block(spec, actions, block)
         return counts + histogram(types * k + current, valid, width, spec.tile_size)
 
     counts = _over_blocks(spec, one_block, jnp.zeros(width, jnp.int32))
-    return fast._total(spec, counts).reshape(spec.num_types, k)
+    return fb.shard_total(spec, counts).reshape(spec.num_types, k)

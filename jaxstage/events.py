@@ -160,7 +160,8 @@ def on_cpu_or_elsewhere(*args, cpu: Callable, elsewhere: Callable):
     (sm_80 on: 10 mantissa bits, integers exact only to 2048) and a TPU in bfloat16
     passes, so the products are kept off every backend but the CPU. Both versions give
     the same integers (tested bitwise), so results do not depend on the choice. Pass 2
-    of the fast kernel chooses its sums with it too (``fast._cell_sums_for_backend``).
+    of the fast kernel chooses its sums with it too
+    (``fast_cell_sums.cell_sums_for_backend``).
     """
     return jax.lax.platform_dependent(*args, cpu=cpu, default=elsewhere)
 

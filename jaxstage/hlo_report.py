@@ -25,6 +25,10 @@ and TF32 instructions (``mma`` and ``cvt`` with ``tf32``). :func:`estimate` turn
 counts into a time per stage with :class:`CostModel`: an **estimate**, never a
 measurement.
 
+The parts: :mod:`jaxstage.hlo_parse` reads the HLO text, :mod:`jaxstage.ptx_report`
+the PTX and :mod:`jaxstage.cost_model` holds the estimate; this module counts and
+re-exports their public names (``scripts/gpu_compile.py`` imports them from here).
+
 Example:
     >>> hlo = '''HloModule m
     ...
@@ -47,10 +51,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+
+from jaxstage.cost_model import H200, CostModel, estimate
+from jaxstage.hlo_parse import Computation, Instruction, element_count, parse_hlo, shape_bytes
+from jaxstage.ptx_report import PtxCounts, ptx_counts
 
 __all__ = [
     "Instruction",
@@ -65,31 +72,8 @@ __all__ = [
     "ptx_counts",
     "estimate",
     "shape_bytes",
+    "program_summary",
 ]
-
-_DTYPE_BITS = {
-    "pred": 8,
-    "s2": 2,
-    "u2": 2,
-    "s4": 4,
-    "u4": 4,
-    "s8": 8,
-    "u8": 8,
-    "s16": 16,
-    "u16": 16,
-    "s32": 32,
-    "u32": 32,
-    "s64": 64,
-    "u64": 64,
-    "f16": 16,
-    "bf16": 16,
-    "f32": 32,
-    "f64": 64,
-    "c64": 64,
-    "c128": 128,
-    "token": 0,
-}
-_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|c64|c128|f8\w*|token)\[([\d,]*)\]")
 
 #: Instructions that launch nothing: buffer plumbing, resolved at compile time.
 _FREE = frozenset(
@@ -150,138 +134,6 @@ _NO_OPS = frozenset(
 _READS_A_SLICE = frozenset({"dynamic-slice", "slice", "gather"})
 _IN_PLACE = frozenset({"dynamic-update-slice", "scatter"})
 _CALLBACK = re.compile(r'custom_call_target="([^"]*callback[^"]*)"')
-_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-_CALLED = re.compile(
-    r"\b(calls|body|condition|to_apply|true_computation|false_computation)=%?([\w.\-]+)"
-)
-_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_OP_NAME = re.compile(r'op_name="([^"]*)"')
-
-
-def shape_bytes(shape: str) -> int:
-    """Bytes of every array in an HLO shape (a tuple's arrays added up)."""
-    total = 0
-    for dtype, dims in _ARRAY.findall(shape):
-        bits = _DTYPE_BITS.get(dtype, 8)  # f8 variants
-        elements = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
-        total += elements * bits // 8
-    return total
-
-
-def _elements(shape: str) -> int:
-    return sum(
-        math.prod(int(d) for d in dims.split(",") if d) if dims else 1
-        for _, dims in _ARRAY.findall(shape)
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Instruction:
-    """One HLO instruction: ``%name = shape opcode(operands), attributes``."""
-
-    name: str
-    shape: str
-    opcode: str
-    operands: tuple[str, ...]
-    attributes: str
-    is_root: bool
-
-    @property
-    def called(self) -> tuple[str, ...]:
-        """Names of the computations it calls (bodies, branches, fused computations)."""
-        names = [name for _, name in _CALLED.findall(self.attributes)]
-        for group in _BRANCHES.findall(self.attributes):
-            names += [part.strip().lstrip("%") for part in group.split(",") if part.strip()]
-        return tuple(names)
-
-    @property
-    def trip_count(self) -> int | None:
-        match = _TRIP_COUNT.search(self.attributes)
-        return None if match is None else int(match.group(1))
-
-    @property
-    def op_name(self) -> str:
-        match = _OP_NAME.search(self.attributes)
-        return "" if match is None else match.group(1)
-
-
-@dataclasses.dataclass(frozen=True)
-class Computation:
-    """One HLO computation (the entry, a loop body or condition, a fused computation)."""
-
-    name: str
-    instructions: tuple[Instruction, ...]
-    is_entry: bool
-
-    @property
-    def root(self) -> Instruction:
-        return next((i for i in self.instructions if i.is_root), self.instructions[-1])
-
-    def by_name(self) -> dict[str, Instruction]:
-        return {i.name: i for i in self.instructions}
-
-
-def _balanced(text: str, start: int) -> int:
-    """Index just past the bracket group opening at ``text[start]``."""
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] in "({[":
-            depth += 1
-        elif text[i] in ")}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return len(text)
-
-
-_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
-_INSTRUCTION = re.compile(r"^\s+(ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
-
-
-def _parse_instruction(line: str) -> Instruction | None:
-    match = _INSTRUCTION.match(line)
-    if match is None:
-        return None
-    is_root, name, rest = bool(match.group(1)), match.group(2), match.group(3)
-    if rest.startswith("("):  # a tuple shape
-        end = _balanced(rest, 0)
-    else:
-        end = rest.find(" ")
-        end = len(rest) if end < 0 else end
-    shape, rest = rest[:end], rest[end:].lstrip()
-    opcode = re.match(r"[\w\-]+", rest)
-    if opcode is None:
-        return None
-    open_at = opcode.end()
-    close_at = _balanced(rest, open_at) if rest[open_at : open_at + 1] == "(" else open_at
-    operands = tuple(re.findall(r"%([\w.\-]+)", rest[open_at:close_at]))
-    return Instruction(name, shape, opcode.group(0), operands, rest[close_at:], is_root)
-
-
-def parse_hlo(text: str) -> tuple[dict[str, Computation], str]:
-    """The computations of an HLO module's text, by name, and the entry's name."""
-    computations: dict[str, Computation] = {}
-    entry = ""
-    current: tuple[str, bool] | None = None
-    body: list[Instruction] = []
-    for line in text.splitlines():
-        if current is None:
-            header = _HEADER.match(line)
-            if header and not line.startswith(" "):
-                current, body = (header.group(2), bool(header.group(1))), []
-            continue
-        if line.startswith("}"):
-            name, is_entry = current
-            computations[name] = Computation(name, tuple(body), is_entry)
-            entry = name if is_entry else entry
-            current = None
-            continue
-        instruction = _parse_instruction(line)
-        if instruction is not None:
-            body.append(instruction)
-    if not entry:
-        raise ValueError("no ENTRY computation in the HLO text")
-    return computations, entry
 
 
 @dataclasses.dataclass
@@ -387,9 +239,9 @@ def _fusion_cost(fused: Computation) -> tuple[float, float]:
     for instruction in fused.instructions:
         if instruction.opcode in _NO_OPS:
             continue
-        size = _elements(instruction.shape)
+        size = element_count(instruction.shape)
         if instruction.opcode == "reduce" and instruction.operands:
-            size = max(size, _elements(table[instruction.operands[0]].shape))
+            size = max(size, element_count(table[instruction.operands[0]].shape))
         operations += size
     return float(read + written), float(operations)
 
@@ -423,7 +275,7 @@ def hlo_counts(text: str, unknown_trip_count: float = 1.0) -> HloCounts:
         if opcode in _FREE:
             return
         if opcode == "while":
-            called = dict(_CALLED.findall(instruction.attributes))
+            called = instruction.calls_by_role
             body, condition = of(called["body"]), of(called["condition"])
             trips = instruction.trip_count
             first_inner = len(counts.loops)
@@ -479,7 +331,9 @@ def hlo_counts(text: str, unknown_trip_count: float = 1.0) -> HloCounts:
             elif opcode not in ("copy", "copy-start"):
                 kind = "other"
             moved = 2.0 * shape_bytes(instruction.shape)
-            operations = 0.0 if opcode.startswith("copy") else float(_elements(instruction.shape))
+            operations = (
+                0.0 if opcode.startswith("copy") else float(element_count(instruction.shape))
+            )
         counts.kernels += 1
         counts.kernels_by_kind[kind] += 1
         counts.bytes_accessed += moved
@@ -488,125 +342,6 @@ def hlo_counts(text: str, unknown_trip_count: float = 1.0) -> HloCounts:
     result = HloCounts(unknown_trip_count=unknown_trip_count)
     result.add(of(entry), 1.0)
     return result
-
-
-@dataclasses.dataclass
-class PtxCounts:
-    """Instructions of interest in a program's PTX (all its kernel files together)."""
-
-    atomics: Counter = dataclasses.field(default_factory=Counter)  # mnemonic -> count
-    tf32_instructions: int = 0
-    mma_instructions: int = 0
-    files: int = 0
-
-    @property
-    def float_atomics(self) -> dict[str, int]:
-        """Atomic adds, mins and maxes on floating-point values (their order, and so their
-        rounding, changes from run to run)."""
-        return {name: n for name, n in self.atomics.items() if _is_float_atomic(name)}
-
-    @property
-    def cas_atomics(self) -> int:
-        """Compare-and-swap atomics (XLA's loops for operations without a native atomic)."""
-        return sum(n for name, n in self.atomics.items() if ".cas." in name + ".")
-
-    def as_dict(self) -> dict:
-        return {
-            "atomics": dict(sorted(self.atomics.items())),
-            "float_atomics": self.float_atomics,
-            "cas_atomics": self.cas_atomics,
-            "tf32_instructions": self.tf32_instructions,
-            "mma_instructions": self.mma_instructions,
-            "ptx_files": self.files,
-        }
-
-
-_ATOMIC = re.compile(r"^\s*(?:@!?%\w+\s+)?((?:atom|red)(?:\.[\w:]+)+)")
-_FLOAT_TYPE = re.compile(r"\.(?:f16|f16x2|bf16|bf16x2|f32|f64|e4m3\w*|e5m2\w*)\b")
-
-
-def _is_float_atomic(mnemonic: str) -> bool:
-    return bool(_FLOAT_TYPE.search(mnemonic)) and ".cas" not in mnemonic
-
-
-def ptx_counts(texts: Iterable[str]) -> PtxCounts:
-    """Atomics by mnemonic and TF32 / ``mma`` instructions in PTX ``texts``."""
-    counts = PtxCounts()
-    for text in texts:
-        counts.files += 1
-        for line in text.splitlines():
-            code = line.split("//", 1)[0]
-            if not code.strip():
-                continue
-            atomic = _ATOMIC.match(code)
-            if atomic:
-                counts.atomics[atomic.group(1)] += 1
-            if "tf32" in code:
-                counts.tf32_instructions += 1
-            if re.search(r"\b(?:w?g?mma)\.", code):
-                counts.mma_instructions += 1
-    return counts
-
-
-@dataclasses.dataclass(frozen=True)
-class CostModel:
-    """Constants of :func:`estimate` (an estimate, not a measurement).
-
-    ``launch_s`` per kernel (a launch and the gap to the next; inside a CUDA graph, which
-    XLA uses for runs of kernels, it is lower), ``host_sync_s`` per wait of the host for a
-    device value (a loop predicate, a branch index, the driver's results per chunk), and
-    the memory bandwidth and arithmetic peak of the device.
-    """
-
-    name: str
-    launch_s: float
-    host_sync_s: float
-    bytes_per_s: float
-    operations_per_s: float
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-#: NVIDIA H200: 4.8 TB/s HBM3e; 67 TFLOP/s FP32 without tensor cores (integer and float
-#: operations both counted at that rate); 2 us a launch, 15 us a host sync.
-H200 = CostModel(
-    name="H200",
-    launch_s=2e-6,
-    host_sync_s=15e-6,
-    bytes_per_s=4.8e12,
-    operations_per_s=67e12,
-)
-
-
-def estimate(
-    kernels: float,
-    host_syncs: float,
-    bytes_accessed: float,
-    operations: float,
-    agent_rounds: float,
-    model: CostModel = H200,
-) -> dict[str, float]:
-    """Estimated seconds per stage and agent-rounds per second:
-    ``kernels * launch_s + host_syncs * host_sync_s + max(bytes / bandwidth,
-    operations / peak)``, for a stage of ``agent_rounds`` (agents times stage length).
-
-    Example:
-        >>> e = estimate(100, 2, 4.8e9, 0, 1e9)
-        >>> round(e["seconds_per_stage"], 6)
-        0.00123
-    """
-    memory = bytes_accessed / model.bytes_per_s
-    compute = operations / model.operations_per_s
-    seconds = kernels * model.launch_s + host_syncs * model.host_sync_s + max(memory, compute)
-    return {
-        "seconds_per_stage": seconds,
-        "launch_seconds": kernels * model.launch_s,
-        "host_sync_seconds": host_syncs * model.host_sync_s,
-        "memory_seconds": memory,
-        "compute_seconds": compute,
-        "agent_rounds_per_second": agent_rounds / seconds if seconds > 0 else math.inf,
-    }
 
 
 def program_summary(counts: HloCounts, ptx: PtxCounts | None, calls_per_stage: float) -> Mapping:

@@ -394,11 +394,12 @@ def test_sampled_published_counts_are_fasts(k, m, noise, elsewhere, monkeypatch)
         np.random.default_rng(k).integers(0, k, spec.padded_agents), fast.action_dtype(k)
     )
     stage_counts = jnp.bincount(actions[: spec.num_agents].astype(jnp.int32), length=k)
-    args = (game, spec, params, jnp.uint32(7), jnp.int32(1), actions, stage_counts, jnp.int32(0))
-    want = jax.jit(fast.published_payoffs, static_argnums=(0, 1))(*args)
+    args = (game, spec, params, jnp.uint32(7), jnp.int32(1))
+    kwargs = {"actions": actions, "stage_counts": stage_counts, "nonfinite": jnp.int32(0)}
+    want = jax.jit(fast.published_payoffs, static_argnums=(0, 1))(*args, **kwargs)
     if elsewhere:  # the GPU version of the histogram, run on the CPU
         monkeypatch.setattr(events, "on_cpu_or_elsewhere", lambda *a, cpu, elsewhere: elsewhere(*a))
-    got = jax.jit(agent_stage.published_payoffs, static_argnums=(0, 1))(*args)
+    got = jax.jit(agent_stage.published_payoffs, static_argnums=(0, 1))(*args, **kwargs)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

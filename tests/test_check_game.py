@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import testing
+from jaxstage import kernel_checks, testing
 from jaxstage.games import AnonymousGame, TechnologyAdoption
 
 ALL_CHECKS = (
@@ -256,7 +256,7 @@ def test_the_step_of_the_minority_game_is_judged_by_one_agent_deviations():
 
 
 def _corrupt(monkeypatch, kernel, field, change):
-    simulate = testing.simulate
+    simulate = kernel_checks.simulate
 
     def corrupted(*args, **kwargs):
         result = simulate(*args, **kwargs)
@@ -264,7 +264,7 @@ def _corrupt(monkeypatch, kernel, field, change):
             setattr(result, field, change(np.array(getattr(result, field), dtype=float)))
         return result
 
-    monkeypatch.setattr(testing, "simulate", corrupted)
+    monkeypatch.setattr(kernel_checks, "simulate", corrupted)
 
 
 def test_a_non_finite_record_fails_the_kernel_check(monkeypatch):

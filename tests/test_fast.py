@@ -8,7 +8,7 @@ import pytest
 
 import jaxstage as js
 from jaxstage import events as ev
-from jaxstage import fast, kernels, plan
+from jaxstage import fast, fast_pass1, fast_pass2, fast_population, kernels, plan
 
 #: tests/conftest.py gives the suite two CPU devices; a host whose default backend is one
 #: GPU has one device of it, and the split tests run on multi-device hosts only.
@@ -136,7 +136,7 @@ def test_transition_counts_change_no_number(monkeypatch, game_name):
         )
 
     with_transitions = run()
-    monkeypatch.setattr(fast, "TRANSITIONS_UP_TO_ACTIONS", 0)
+    monkeypatch.setattr(fast_pass1, "TRANSITIONS_UP_TO_ACTIONS", 0)
     jax.clear_caches()  # the static threshold is read at tracing
     direct = run()
     _assert_same_numbers(with_transitions, direct)
@@ -380,7 +380,7 @@ def test_pass_two_skipping_non_adopters_changes_no_number(
     def run(filtered, fraction=8, capacity=None, listed=None, replay=True, slots=None):
         # Forced on or off whatever the update probability.
         monkeypatch.setattr(plan, "MAX_FILTERED_UPDATE_PROB", 1.0 if filtered else -1.0)
-        monkeypatch.setattr(fast, "ADOPTER_WINDOW_FRACTION", fraction)
+        monkeypatch.setattr(fast_pass2, "ADOPTER_WINDOW_FRACTION", fraction)
         if capacity is not None:  # adopters decided ``capacity`` at a time
             monkeypatch.setattr(fast, "adopter_capacity", lambda *_: capacity)
         if listed is not None:  # pass 1 keeps this many of a block's adopters' events
@@ -484,12 +484,12 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
 @pytest.mark.parametrize("info", ["payoffs", "distribution"])
 def test_shared_candidate_table_changes_no_number(monkeypatch, info):
     """Agents that share their estimates take candidates from a per-cell table from
-    ``fast.SHARED_CANDIDATES_FROM_ACTIONS`` actions on: the same run as without it."""
+    ``fast_population.SHARED_CANDIDATES_FROM_ACTIONS`` actions on: the same run as without it."""
     game = js.make_game("adoption") if info == "distribution" else js.make_game("beauty_contest")
     learner = js.StageLearning(stage_length=6, explore_prob=0.2, update_prob=0.5, info=info)
 
     def run(table_from):
-        monkeypatch.setattr(fast, "SHARED_CANDIDATES_FROM_ACTIONS", table_from)
+        monkeypatch.setattr(fast_population, "SHARED_CANDIDATES_FROM_ACTIONS", table_from)
         jax.clear_caches()  # read when tracing
         return js.simulate(game, learner, 2000, 4, seed=5, kernel="fast", return_actions=True)
 

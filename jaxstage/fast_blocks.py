@@ -1,0 +1,212 @@
+"""The fast kernel's agent blocks, shards and random streams, shared by both passes.
+
+A shard's stage actions are processed in blocks of ``spec.block_size`` agents
+(:func:`agent_block`); types are recomputed from global agent indices
+(:func:`types_of`) instead of being stored, and every random number is a pure function
+of (seed, stage, stream, agent index) (:mod:`jaxstage.counter_rng`), so a block, a shard
+or a later pass draws exactly the numbers any other layout would. Population-level
+values are summed over the shards exactly (:func:`shard_total`). The agents path
+(:mod:`jaxstage.agent_stage`) uses the same blocks, streams and sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstage import counter_rng as crng
+from jaxstage import events as ev
+from jaxstage.fast_layout import chunks_per_block
+from jaxstage.spec import RunSpec
+
+__all__ = [
+    "AGENT_AXIS",
+    "EXPLORE_STREAM",
+    "OWN_NOISE_STREAM",
+    "TIE_STREAM",
+    "UPDATE_STREAM",
+    "SAMPLE_STREAM",
+    "INFO_NOISE_STREAM",
+    "POP_NOISE_STREAM",
+    "INIT_STREAM",
+    "AgentBlock",
+    "agent_block",
+    "agent_mesh",
+    "on_shards",
+    "shard_start",
+    "shard_total",
+    "types_of",
+    "count_values",
+    "played_actions",
+    "block_chunks",
+    "in_block",
+    "adopts",
+    "adopters_among",
+    "local_actions",
+    "sample_indices",
+]
+
+
+#: The mesh axis the fast kernel splits the population over (``spec.num_shards`` devices,
+#: each holding ``spec.local_blocks`` consecutive blocks). Every random number is keyed by
+#: global agent indices and every cross-shard sum is exact, so the numbers do not depend
+#: on the sharding (tested bitwise).
+AGENT_AXIS = "agents"
+
+#: Stream identifiers: each (seed, stage, stream, sub-index) gives an independent stream
+#: (the agents path's own exploration stream, ``agent_events.STREAM``, follows them).
+EXPLORE_STREAM = 0
+OWN_NOISE_STREAM = 1
+TIE_STREAM = 2
+UPDATE_STREAM = 3
+SAMPLE_STREAM = 4
+INFO_NOISE_STREAM = 5
+POP_NOISE_STREAM = 6
+INIT_STREAM = 7
+
+
+def types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
+    """int32 type of each agent of global ``index``: types hold contiguous index ranges
+    (``games.type_counts``), so a type is the number of boundaries at or below it."""
+    boundaries = [sum(spec.type_counts[: j + 1]) for j in range(spec.num_types - 1)]
+    types = jnp.zeros(index.shape, jnp.int32)
+    for boundary in boundaries:
+        types = types + (index >= boundary).astype(jnp.int32)
+    return types
+
+
+def count_values(values: jax.Array, valid: jax.Array, size: int) -> jax.Array:
+    """``(size,)`` int32 counts of ``values`` over the valid entries."""
+    if size <= 2:
+        # Two full-axis sums beat a scatter; from 3 values on, XLA's CPU backend runs the
+        # unrolled sums 10 to 50 times slower than bincount (measured at 8 and 24 values).
+        return jnp.stack([jnp.sum((values == v) & valid, dtype=jnp.int32) for v in range(size)])
+    return jnp.bincount(jnp.where(valid, values, size), length=size + 1)[:size].astype(jnp.int32)
+
+
+def played_actions(
+    seed: jax.Array,
+    stage: jax.Array,
+    round_index: jax.Array,
+    index: jax.Array,
+    stage_actions: jax.Array,
+    explore_prob: jax.Array,
+    num_actions: int,
+) -> jax.Array:
+    """Actions played in one round: one hash decides exploration, a second the action."""
+    bits = crng.random_bits(crng.stream_key(seed, stage, EXPLORE_STREAM, round_index), index)
+    explore = (bits >> 8).astype(jnp.float32) * (1.0 / 2**24) < explore_prob
+    second = crng.triple32(bits ^ jnp.uint32(0x5BD1E995))
+    action = jnp.floor((second >> 8).astype(jnp.float32) * (num_actions / 2**24))
+    return jnp.where(explore, action.astype(jnp.int32), stage_actions)
+
+
+def shard_start(spec: RunSpec) -> jax.Array | int:
+    """Global index of this shard's first agent: inside ``shard_map`` over
+    :data:`AGENT_AXIS` when ``spec.num_shards > 1``, else 0."""
+    if spec.num_shards == 1:
+        return 0
+    return jax.lax.axis_index(AGENT_AXIS) * (spec.local_blocks * spec.block_size)
+
+
+def agent_mesh(num_shards: int) -> jax.sharding.Mesh:
+    """A one-axis mesh (:data:`AGENT_AXIS`) of the default backend's first ``num_shards``
+    devices (``plan.shard_count`` checks the count before tracing)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()[:num_shards]), (AGENT_AXIS,))
+
+
+def on_shards(spec: RunSpec, fn: Callable, in_specs, out_specs) -> Callable:
+    """``fn`` run on each of ``spec.num_shards`` devices with ``shard_map`` (``fn``
+    itself for one shard); ``in_specs`` and ``out_specs`` are ``PartitionSpec`` prefixes
+    as there (``P(AGENT_AXIS)`` for agent arrays, ``P()`` for replicated values)."""
+    if spec.num_shards == 1:
+        return fn
+    return jax.shard_map(
+        fn,
+        mesh=agent_mesh(spec.num_shards),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        # Population-level values are psums of exact integers (or of floats that are
+        # zero on all shards but one), so they are the same on every shard.
+        check_vma=False,
+    )
+
+
+def shard_total(spec: RunSpec, value):
+    """``value`` summed over the shards (integer counts, or floats nonzero on one shard
+    only: either way the sum is exact, so it does not depend on the sharding)."""
+    return value if spec.num_shards == 1 else jax.lax.psum(value, AGENT_AXIS)
+
+
+class AgentBlock(NamedTuple):
+    """One block of a shard's agents (:func:`agent_block`)."""
+
+    start: jax.Array  # () int32 global index of its first agent
+    index: jax.Array  # (block_size,) uint32 global agent indices
+    actions: jax.Array  # (block_size,) int32 stage actions
+    valid: jax.Array  # (block_size,) bool: a real agent, not padding
+    types: jax.Array  # (block_size,) int32
+
+
+def agent_block(spec: RunSpec, actions: jax.Array, block: jax.Array) -> AgentBlock:
+    """Block ``block`` of this shard's ``actions``: the global index of its first agent,
+    its agents' uint32 global indices, int32 stage actions, validity and types."""
+    local_start = block * spec.block_size
+    start = local_start + shard_start(spec)
+    index = start.astype(jnp.uint32) + jnp.arange(spec.block_size, dtype=jnp.uint32)
+    stage_actions = jax.lax.dynamic_slice(actions, (local_start,), (spec.block_size,))
+    valid = index < spec.num_agents
+    return AgentBlock(start, index, stage_actions.astype(jnp.int32), valid, types_of(spec, index))
+
+
+def block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:
+    """Event chunks overlapping the block that starts at agent ``start``."""
+    num_chunks = chunks_per_block(spec.block_size)
+    return start // ev.EVENT_CHUNK + jnp.arange(num_chunks, dtype=jnp.int32)
+
+
+def in_block(spec: RunSpec, events: ev.Events, start: jax.Array) -> jax.Array:
+    """Which events are explorations of an agent of the block that starts at ``start``."""
+    agent = events.agent
+    # As an offset: ``start + block_size`` reaches 2**31 (wraps in int32) for the last
+    # block of a population padded to 2**31 agents.
+    offset = agent - start
+    in_range = (offset >= 0) & (offset < spec.block_size) & (agent < spec.num_agents)
+    return events.inside & in_range
+
+
+def adopts(params, seed: jax.Array, stage: jax.Array, index: jax.Array) -> jax.Array:
+    """Whether each agent (uint32 ``index``) adopts its candidate at the end of ``stage``."""
+    return crng.uniform(crng.stream_key(seed, stage, UPDATE_STREAM), index) < params.update_prob
+
+
+def adopters_among(
+    spec: RunSpec, params, seed: jax.Array, stage: jax.Array, events: ev.Events, start: jax.Array
+) -> jax.Array:
+    """Which events are explorations of adopting agents of the block that starts at
+    ``start``: a hash per event, cheaper than a gather from the block's adopters."""
+    inside = in_block(spec, events, start)
+    return inside & adopts(params, seed, stage, events.agent.astype(jnp.uint32))
+
+
+def local_actions(
+    spec: RunSpec, actions: jax.Array, agents: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The int32 stage actions of global ``agents`` held by this shard, and which are."""
+    local = agents - shard_start(spec)
+    here = (local >= 0) & (local <= actions.shape[0] - 1)  # the size may be 2**31
+    return actions[jnp.where(here, local, 0)].astype(jnp.int32), here
+
+
+def sample_indices(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Array:
+    """int32 global indices of the ``spec.info_sample_size`` agents sampled (with
+    replacement) for sampled information at ``stage``."""
+    draws = crng.uniform(
+        crng.stream_key(seed, stage, SAMPLE_STREAM),
+        jnp.arange(spec.info_sample_size, dtype=jnp.uint32),
+    )
+    return jnp.minimum(jnp.floor(draws * spec.num_agents), spec.num_agents - 1).astype(jnp.int32)

@@ -61,8 +61,9 @@ __all__ = [
     "stream",
 ]
 
-#: The stream identifier of the agents path's exploration (``fast.py``'s streams are 0 to
-#: 7): ``crng.stream_key(seed, stage, STREAM, j)`` is event ``j``'s key.
+#: The stream identifier of the agents path's exploration (the fast kernel's streams,
+#: ``fast_blocks.*_STREAM``, are 0 to 7): ``crng.stream_key(seed, stage, STREAM, j)``
+#: is event ``j``'s key.
 STREAM = 8
 #: Probability, over a whole run, that some agent of some stage needs more than ``E``
 #: events (then the run is repeated with a larger ``E``: the results are exact anyway).

@@ -260,6 +260,7 @@ def own_sums(
     params,
     seed,
     stage,
+    *,
     stream: ae.Stream,
     stage_actions: jax.Array,
     valid: jax.Array,
@@ -358,11 +359,11 @@ def _sample_own_sums(spec, params, context, actions, round_payoffs):
         params,
         context.seed,
         context.stage,
-        _stream_of(spec, context, index),
-        sampled_actions,
-        here,
-        fb.types_of(spec, index),
-        round_payoffs,
+        stream=_stream_of(spec, context, index),
+        stage_actions=sampled_actions,
+        valid=here,
+        types=fb.types_of(spec, index),
+        round_payoffs=round_payoffs,
     )
     sums = fb.shard_total(spec, jnp.where(here[None, :], sums, 0.0))
     return sums.sum(axis=1), fb.shard_total(spec, counts).sum(axis=1)
@@ -466,11 +467,11 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
                 params,
                 seed,
                 stage,
-                _stream_of(spec, context, index),
-                current,
-                valid,
-                types,
-                round_payoffs,
+                stream=_stream_of(spec, context, index),
+                stage_actions=current,
+                valid=valid,
+                types=types,
+                round_payoffs=round_payoffs,
             )
             candidates = choose_candidates(ties, own_estimates(sums, obs, samples), current)
         else:

@@ -396,15 +396,14 @@ class Simulation:
             kernel,
             game,
             learner,
-            num_agents,
-            num_stages,
-            lengths.max(),
-            block_size,
-            None,
-            fast_path,
-            devices,
+            num_agents=num_agents,
+            num_stages=num_stages,
+            max_stage_length=lengths.max(),
+            block_size=block_size,
+            fast_path=fast_path,
+            devices=devices,
         )
-        plan.check_memory(num_agents, game.num_actions, learner, 1, memory_limit_bytes, spec)
+        plan.check_memory(spec, learner, limit=memory_limit_bytes)
         padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
         self.game, self.learner = game, learner
         # What rebuilds this simulation (with the game and learner): a checkpoint's. The

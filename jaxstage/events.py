@@ -369,6 +369,7 @@ def decode(chunks: jax.Array, walk: Walk, stage_length: jax.Array, num_actions: 
 
 
 def for_each_batch(
+    *,
     key: jax.Array,
     chunks: jax.Array,
     explore_prob: jax.Array,

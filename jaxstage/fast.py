@@ -77,7 +77,6 @@ from jaxstage.fast_blocks import (
     shard_start,
     shard_total,
 )
-from jaxstage.fast_cell_sums import FLOAT_CELL_SUMS, fixed_point_cell_sums, payoff_bound
 from jaxstage.fast_layout import (
     MAX_BLOCK_SLOTS,
     MAX_EVENT_BLOCK,
@@ -144,12 +143,6 @@ __all__ = [
     "shared_candidates",
     "stage_record",
 ]
-
-# The names tests/test_exactness_gpu.py reads (before the split, these were private
-# helpers of this module): see jaxstage.fast_cell_sums for the public ones.
-_FLOAT_CELL_SUMS = FLOAT_CELL_SUMS
-_fixed_point_cell_sums = fixed_point_cell_sums
-_payoff_bound = payoff_bound
 
 
 def fast_stage(

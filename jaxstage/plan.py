@@ -37,7 +37,7 @@ FAST_PATHS = ("auto", "events", "rounds", "agents")
 AGENTS_PATH_PLATFORMS = ("cuda", "rocm", "gpu")
 #: Tests only: force the agents path's events per agent and stage (``E``); the driver
 #: still doubles it while some agent needs more, so the numbers are those of any ``E``.
-_FORCED_AGENT_EVENTS: int | None = None
+FORCED_AGENT_EVENTS: int | None = None
 
 
 def estimate_memory_bytes(
@@ -159,12 +159,20 @@ def memory_available_bytes(platform: str | None = None) -> int:
     return agent_stage.device_memory_bytes(platform, available_memory_bytes())
 
 
-def check_memory(num_agents, num_actions, learner, batch, limit, spec, platform=None):
-    """Refuses a run estimated to need more memory than ``limit`` (bytes of one device;
-    default :func:`memory_available_bytes` of ``platform``, the backend the spec's
-    programs run on). Off a CPU each of the ``spec.num_shards`` devices has that memory;
-    a CPU's devices share the host's."""
+def check_memory(
+    spec: RunSpec,
+    learner: StageLearning,
+    *,
+    batch: int = 1,
+    limit: int | None = None,
+    platform: str | None = None,
+) -> None:
+    """Refuses a run of ``spec`` (``batch`` rows) estimated to need more memory than
+    ``limit`` (bytes of one device; default :func:`memory_available_bytes` of
+    ``platform``, the backend the spec's programs run on). Off a CPU each of the
+    ``spec.num_shards`` devices has that memory; a CPU's devices share the host's."""
     platform = jax.default_backend() if platform is None else platform
+    num_agents, num_actions = spec.num_agents, spec.num_actions
     agents = spec.kernel == "fast" and spec.exploration_path == "agents"
     needed = estimate_memory_bytes(
         num_agents,
@@ -423,19 +431,20 @@ REPLAY_BUDGET_BYTES = 2**29
 
 
 def kernel_spec(
-    kernel,
-    game,
-    learner,
-    num_agents,
-    num_stages,
-    max_stage_length,
-    block_size,
-    learners=None,
-    fast_path="auto",
-    devices=None,
-    platform=None,
-    memory_bytes=None,
-):
+    kernel: str,
+    game: AnonymousGame,
+    learner: StageLearning,
+    *,
+    num_agents: int,
+    num_stages: int,
+    max_stage_length: int,
+    block_size: int | None = None,
+    learners: Sequence[StageLearning] | None = None,
+    fast_path: str = "auto",
+    devices: int | None = None,
+    platform: str | None = None,
+    memory_bytes: int | None = None,
+) -> RunSpec:
     """The run's :class:`RunSpec`; ``platform`` is the backend the run's programs are
     compiled for (``None``: ``jax.default_backend()``), which picks the fast kernel's
     design (a deviceless compile for a GPU passes ``"cuda"``): ``fast_path="auto"`` takes
@@ -455,7 +464,13 @@ def kernel_spec(
     rows = learners or [learner]
     if fast_path == "agents" or (fast_path == "auto" and platform in AGENTS_PATH_PLATFORMS):
         return agents_spec(
-            spec, rows, max_stage_length, block_size, devices, platform, memory_bytes
+            spec,
+            rows,
+            max_stage_length=max_stage_length,
+            block_size=block_size,
+            devices=devices,
+            platform=platform,
+            memory_bytes=memory_bytes,
         )
     event_capacity = event_capacity_for(rows, num_stages, fast_path)
     if block_size is None:
@@ -502,7 +517,16 @@ def kernel_spec(
     )
 
 
-def agents_spec(spec, rows, max_stage_length, block_size, devices, platform, memory_bytes):
+def agents_spec(
+    spec: RunSpec,
+    rows: Sequence[StageLearning],
+    *,
+    max_stage_length: int,
+    block_size: int | None,
+    devices: int | None,
+    platform: str,
+    memory_bytes: int | None,
+) -> RunSpec:
     """:func:`kernel_spec` for the agents path (:mod:`jaxstage.agent_stage`)."""
     n, num_stages = spec.num_agents, spec.num_stages
     longest = max(int(max_stage_length), 1)
@@ -531,8 +555,8 @@ def agents_spec(spec, rows, max_stage_length, block_size, devices, platform, mem
         )
     most_likely = exploration_extremes(rows, num_stages)[0]
     num_events = agent_events.max_events(padded * num_stages * len(rows), longest, most_likely)
-    if _FORCED_AGENT_EVENTS is not None:
-        num_events = max(1, min(int(_FORCED_AGENT_EVENTS), longest))
+    if FORCED_AGENT_EVENTS is not None:
+        num_events = max(1, min(int(FORCED_AGENT_EVENTS), longest))
     return spec._replace(
         kernel="fast",
         fast_path="agents",

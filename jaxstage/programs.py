@@ -131,18 +131,19 @@ def simulate_programs(
         kernel,
         game,
         learner,
-        num_agents,
-        num_stages,
-        learner.stage_lengths(num_stages).max(),
-        block_size,
-        None,
-        fast_path,
-        devices,
+        num_agents=num_agents,
+        num_stages=num_stages,
+        max_stage_length=learner.stage_lengths(num_stages).max(),
+        block_size=block_size,
+        fast_path=fast_path,
+        devices=devices,
         platform=platform,
         memory_bytes=device_memory_bytes,
     )
     if check_memory:
-        _check_memory(game, learner, num_agents, 1, spec, platform, device_memory_bytes)
+        # Against the target's device memory (never this host's for another backend), as
+        # ``simulate`` would on the target.
+        plan.check_memory(spec, learner, limit=device_memory_bytes, platform=platform)
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     params = plan.run_params(params_game, learner, num_stages, padded, eps)
     fast = spec.kernel == "fast"
@@ -200,18 +201,20 @@ def sweep_programs(
         kernel,
         game,
         learner,
-        num_agents,
-        num_stages,
-        max_length,
-        block_size,
-        rows,
-        fast_path,
-        devices,
+        num_agents=num_agents,
+        num_stages=num_stages,
+        max_stage_length=max_length,
+        block_size=block_size,
+        learners=rows,
+        fast_path=fast_path,
+        devices=devices,
         platform=platform,
         memory_bytes=device_memory_bytes,
     )
     if check_memory:
-        _check_memory(game, learner, num_agents, len(rows), spec, platform, device_memory_bytes)
+        plan.check_memory(
+            spec, learner, batch=len(rows), limit=device_memory_bytes, platform=platform
+        )
     padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
     row_params = [plan.run_params(params_game, row, num_stages, padded, eps) for row in rows]
     params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *row_params)
@@ -230,12 +233,6 @@ def sweep_programs(
         kernels.jit_stage_metrics_batched,
         sharding,
     )
-
-
-def _check_memory(game, learner, num_agents, batch, spec, platform, limit) -> None:
-    # Against the target's device memory (``limit``, else the platform's device: never
-    # this host's memory for another backend), as ``simulate`` would on the target.
-    plan.check_memory(num_agents, game.num_actions, learner, batch, limit, spec, platform)
 
 
 def _abstract(tree, sharding):

@@ -152,15 +152,15 @@ class Sweep:
             kernel,
             game,
             learner,
-            num_agents,
-            num_stages,
-            max_length,
-            block_size,
-            self.learners,
-            fast_path,
-            devices,
+            num_agents=num_agents,
+            num_stages=num_stages,
+            max_stage_length=max_length,
+            block_size=block_size,
+            learners=self.learners,
+            fast_path=fast_path,
+            devices=devices,
         )
-        plan.check_memory(num_agents, game.num_actions, learner, batch, memory_limit_bytes, spec)
+        plan.check_memory(spec, learner, batch=batch, limit=memory_limit_bytes)
         padded = math.ceil(num_stages / spec.chunk_stages) * spec.chunk_stages
         row_params = [
             plan.run_params(self.game_rows[i], self.learners[i], num_stages, padded, eps)

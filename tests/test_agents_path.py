@@ -251,7 +251,7 @@ def test_forced_small_event_bound_gives_the_same_bits(monkeypatch):
     monkeypatch.setattr(
         engine, "chunk_spec", lambda s, f, e: seen.append(s.agent_events) or chunk_spec(s, f, e)
     )
-    monkeypatch.setattr(plan, "_FORCED_AGENT_EVENTS", 1)
+    monkeypatch.setattr(plan, "FORCED_AGENT_EVENTS", 1)
     forced = run()
     assert seen[0] == 1 and max(seen) > 1  # it overflowed and ran again
     assert_same_run(default, forced)
@@ -304,20 +304,37 @@ def test_many_actions_smoke(k):
 
 def test_auto_picks_agents_on_a_gpu_platform_only():
     spec = plan.kernel_spec(
-        "fast", GAME, learner(), 10**6, 10, 12, None, platform="cuda", memory_bytes=141 * 10**9
+        "fast",
+        GAME,
+        learner(),
+        num_agents=10**6,
+        num_stages=10,
+        max_stage_length=12,
+        block_size=None,
+        platform="cuda",
+        memory_bytes=141 * 10**9,
     )
     assert spec.fast_path == "agents" and spec.num_blocks == 2  # one per device here
     assert spec.block_size % spec.tile_size == 0 and spec.agent_events >= 1
-    cpu = plan.kernel_spec("fast", GAME, learner(), 10**6, 10, 12, None, platform="cpu")
+    cpu = plan.kernel_spec(
+        "fast",
+        GAME,
+        learner(),
+        num_agents=10**6,
+        num_stages=10,
+        max_stage_length=12,
+        block_size=None,
+        platform="cpu",
+    )
     assert cpu.exploration_path in ("events", "rounds")
     big = plan.kernel_spec(
         "fast",
         js.make_game("congestion", num_actions=8),
         js.StageLearning(stage_length=50, explore_prob=0.05),
-        10**9,
-        100,
-        50,
-        None,
+        num_agents=10**9,
+        num_stages=100,
+        max_stage_length=50,
+        block_size=None,
         devices=1,
         platform="cuda",
         memory_bytes=141 * 10**9,
@@ -387,7 +404,17 @@ def test_sampled_published_counts_are_fasts(k, m, noise, elsewhere, monkeypatch)
 
     game = js.make_game("congestion", num_actions=k)
     row = learner("distribution", m, noise)
-    spec = plan.kernel_spec("fast", game, row, 5000, 3, 12, None, fast_path="agents", devices=1)
+    spec = plan.kernel_spec(
+        "fast",
+        game,
+        row,
+        num_agents=5000,
+        num_stages=3,
+        max_stage_length=12,
+        block_size=None,
+        fast_path="agents",
+        devices=1,
+    )
     padded = -(-3 // spec.chunk_stages) * spec.chunk_stages
     params = plan.run_params(game.default_params(), row, 3, padded, 0.05)
     actions = jnp.asarray(
@@ -442,10 +469,10 @@ def _big_spec(memory_bytes):
         "fast",
         BIG_GAME,
         BIG_LEARNER,
-        10**9,
-        100,
-        50,
-        None,
+        num_agents=10**9,
+        num_stages=100,
+        max_stage_length=50,
+        block_size=None,
         fast_path="agents",
         devices=1,
         platform="cuda",
@@ -460,17 +487,17 @@ def test_a_billion_agents_fit_an_h200():
     spec = _big_spec(141 * 10**9)
     needed = plan.estimate_memory_bytes(10**9, 8, BIG_LEARNER, spec=spec)
     assert spec.num_blocks == 2 and 62 * 10**9 < needed < 141 * 10**9, needed
-    plan.check_memory(10**9, 8, BIG_LEARNER, 1, 141 * 10**9, spec, "cuda")
+    plan.check_memory(spec, BIG_LEARNER, batch=1, limit=141 * 10**9, platform="cuda")
     # No limit: the platform's device memory (agent_stage.DEFAULT_DEVICE_MEMORY here, with
     # no CUDA device), whatever this host has.
     assert plan.memory_available_bytes("cuda") == 141 * 10**9
-    plan.check_memory(10**9, 8, BIG_LEARNER, 1, None, spec, "cuda")
+    plan.check_memory(spec, BIG_LEARNER, batch=1, limit=None, platform="cuda")
 
 
 def test_a_run_that_cannot_fit_the_device_is_refused_by_name():
     spec = _big_spec(1.5 * 10**9)  # less than the 2 GB of stage actions, in and out
     with pytest.raises(ValueError, match=r"num_agents=1,000,000,000 .* agents path.* cuda"):
-        plan.check_memory(10**9, 8, BIG_LEARNER, 1, 1.5 * 10**9, spec, "cuda")
+        plan.check_memory(spec, BIG_LEARNER, batch=1, limit=1.5 * 10**9, platform="cuda")
     # A batch of rows holds every row's actions: 100 rows of 10^9 int8 do not fit.
     with pytest.raises(ValueError, match=r"batch 100"):
-        plan.check_memory(10**9, 8, BIG_LEARNER, 100, None, _big_spec(None), "cuda")
+        plan.check_memory(_big_spec(None), BIG_LEARNER, batch=100, limit=None, platform="cuda")

@@ -143,7 +143,14 @@ def test_programs_are_the_runs_jitted_objects():
 
 CALLBACK = re.compile(r"custom_call\s*@\w*callback|callback_target|python_gpu_callback")
 DEFAULT_PATH = plan.kernel_spec(
-    "fast", GAME, learner("none"), 2**20, 100, 50, None, platform="cuda"
+    "fast",
+    GAME,
+    learner("none"),
+    num_agents=2**20,
+    num_stages=100,
+    max_stage_length=50,
+    block_size=None,
+    platform="cuda",
 ).exploration_path
 
 

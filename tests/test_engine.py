@@ -134,7 +134,7 @@ def test_records_from_a_later_state_start_there():
 def test_agents_path_overflow_is_replayed_from_the_undonated_state(monkeypatch):
     learner = LEARNERS["none"]
     expected = advanced_in_pieces(simulation(learner, fast_path="agents"), 8, [20, 25])
-    monkeypatch.setattr(plan, "_FORCED_AGENT_EVENTS", 1)
+    monkeypatch.setattr(plan, "FORCED_AGENT_EVENTS", 1)
     sim = simulation(learner, fast_path="agents")
     assert sim.spec.agent_events == 1
     state, records = advanced_in_pieces(sim, 8, [20, 25])

@@ -26,17 +26,17 @@ def explorations(num_chunks, explore_prob, stage_length, capacity, num_actions=5
         return grid.at[cell].set(events.action.ravel(), mode="drop")
 
     grid = ev.for_each_batch(
-        key,
-        chunks,
-        jnp.float32(explore_prob),
-        jnp.int32(stage_length),
-        capacity,
-        num_actions,
-        lambda events, state: (
+        key=key,
+        chunks=chunks,
+        explore_prob=jnp.float32(explore_prob),
+        stage_length=jnp.int32(stage_length),
+        capacity=capacity,
+        num_actions=num_actions,
+        consume=lambda events, state: (
             consume(events, state[0]),
             state[1] + jnp.sum(events.inside, dtype=jnp.int32),
         ),
-        (jnp.full(agents * stage_length, -1, jnp.int32), jnp.int32(0)),
+        state=(jnp.full(agents * stage_length, -1, jnp.int32), jnp.int32(0)),
     )
     matrix = np.asarray(grid[0]).reshape(agents, stage_length)
     assert int(grid[1]) == int(np.sum(matrix >= 0)), "two events landed in the same cell"
@@ -106,7 +106,16 @@ def test_kernel_path_follows_the_exploration_probability():
     game = js.make_game("congestion", num_actions=3)
 
     def capacity(learner):
-        spec = plan.kernel_spec("fast", game, learner, 1000, 3, 8, None, fast_path="events")
+        spec = plan.kernel_spec(
+            "fast",
+            game,
+            learner,
+            num_agents=1000,
+            num_stages=3,
+            max_stage_length=8,
+            block_size=None,
+            fast_path="events",
+        )
         return spec.event_capacity
 
     assert capacity(js.StageLearning(stage_length=8, explore_prob=0.1)) > 0
@@ -148,7 +157,16 @@ def test_replaying_kept_events_equals_drawing_them_again(monkeypatch, info, samp
         )
 
     def replays():
-        spec = plan.kernel_spec("fast", game, learner, 3000, 3, 6, None, fast_path="events")
+        spec = plan.kernel_spec(
+            "fast",
+            game,
+            learner,
+            num_agents=3000,
+            num_stages=3,
+            max_stage_length=6,
+            block_size=None,
+            fast_path="events",
+        )
         return spec.replay_events
 
     assert replays()

@@ -2,7 +2,7 @@
 
 A GPU rounds float32 matrix products to TF32 and compiles float scatter-adds to atomic
 adds in a changing order. The walk's integer running sums and pass 2's fixed-point sums
-(``fast._fixed_point_cell_sums``) avoid both; a CPU keeps its faster float32 versions
+(``fast_cell_sums.fixed_point_cell_sums``) avoid both; a CPU keeps its faster float32 versions
 (``events.on_cpu_or_elsewhere``). Most tests here run on a CPU: they call the GPU
 versions directly, lower programs for CUDA without a GPU, or, with the CUDA plugin
 installed, compile them for an H200 (``/work/shared/gpu/README.md``); the last ones need
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import decisions, exact_sum, fast, plan
+from jaxstage import decisions, exact_sum, fast, fast_cell_sums, plan
 from jaxstage import events as ev
 
 U = 2.0**-24
@@ -72,12 +72,12 @@ def test_pass2_sums_do_not_depend_on_the_order_of_the_adds():
     rng = np.random.default_rng(0)
     cells = 8 * 512 + 1
     batches = random_batches(rng, cells, 40_000, 8192)
-    bound = fast._payoff_bound(
+    bound = fast_cell_sums.payoff_bound(
         jnp.full((64, 1, 8), -2.0, jnp.float32), jnp.int32(50), jnp.float32(0.1)
     )
-    fixed = fast._fixed_point_cell_sums(exact_sum.scale(bound, exact_sum.layout(64)))
+    fixed = fast_cell_sums.fixed_point_cell_sums(exact_sum.scale(bound, exact_sum.layout(64)))
     first = cell_sums_of(fixed, cells, batches)
-    float_first = cell_sums_of(fast._FLOAT_CELL_SUMS, cells, batches)
+    float_first = cell_sums_of(fast_cell_sums.FLOAT_CELL_SUMS, cells, batches)
     np.testing.assert_array_equal(first[1], float_first[1])  # the counts agree
     np.testing.assert_allclose(first[0], float_first[0], rtol=1e-5, atol=1e-5)
     float_changed = False
@@ -85,7 +85,7 @@ def test_pass2_sums_do_not_depend_on_the_order_of_the_adds():
         again = shuffled(rng, batches)
         for got, want in zip(cell_sums_of(fixed, cells, again), first, strict=True):
             np.testing.assert_array_equal(got, want)
-        float_again = cell_sums_of(fast._FLOAT_CELL_SUMS, cells, again)
+        float_again = cell_sums_of(fast_cell_sums.FLOAT_CELL_SUMS, cells, again)
         float_changed |= bool(np.any(float_again[0] != float_first[0]))
     assert float_changed, "float32 sums should change with the order"
 
@@ -112,9 +112,9 @@ def test_order_of_float_adds_flips_a_near_tie_and_fixed_point_does_not():
         zero = jnp.zeros(1, jnp.int32)
         return int(decisions.choose_candidates(jnp.zeros(1), estimates, zero)[0])
 
-    by_float = {name: candidate(fast._FLOAT_CELL_SUMS, e) for name, e in orders.items()}
+    by_float = {name: candidate(fast_cell_sums.FLOAT_CELL_SUMS, e) for name, e in orders.items()}
     assert by_float == {"large first": 1, "large last": 2}
-    fixed = fast._fixed_point_cell_sums(grid)
+    fixed = fast_cell_sums.fixed_point_cell_sums(grid)
     assert {name: candidate(fixed, e) for name, e in orders.items()} == {
         "large first": 2,
         "large last": 2,
@@ -166,7 +166,14 @@ def stage_program(learner, num_agents=2**15):
     """A jitted ``fast_stage`` of the congestion game (k = 8) and its arguments."""
     game = js.make_game("congestion", num_actions=8)
     spec = plan.kernel_spec(
-        "fast", game, learner, num_agents, 4, learner.stage_length, None, fast_path="events"
+        "fast",
+        game,
+        learner,
+        num_agents=num_agents,
+        num_stages=4,
+        max_stage_length=learner.stage_length,
+        block_size=None,
+        fast_path="events",
     )
     params = plan.run_params(game.default_params(), learner, 4, 4, 0.05)
     actions = jnp.zeros(spec.padded_agents, jnp.int8)

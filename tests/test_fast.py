@@ -392,7 +392,16 @@ def test_pass_two_skipping_non_adopters_changes_no_number(
         result = js.simulate(
             game, learner, 3000, 4, seed=9, kernel="fast", return_actions=True, fast_path="events"
         )
-        spec = plan.kernel_spec("fast", game, learner, 3000, 4, 8, None, fast_path="events")
+        spec = plan.kernel_spec(
+            "fast",
+            game,
+            learner,
+            num_agents=3000,
+            num_stages=4,
+            max_stage_length=8,
+            block_size=None,
+            fast_path="events",
+        )
         assert spec.filter_adopters == filtered
         assert spec.replay_events == replay
         if capacity is not None:
@@ -465,7 +474,16 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
     learner = js.StageLearning(stage_length=10, explore_prob=0.05, update_prob=0.1)
 
     def filtered(*learners):
-        spec = plan.kernel_spec("fast", game, learners[0], 10_000, 3, 10, None, learners)
+        spec = plan.kernel_spec(
+            "fast",
+            game,
+            learners[0],
+            num_agents=10_000,
+            num_stages=3,
+            max_stage_length=10,
+            block_size=None,
+            learners=learners,
+        )
         return spec.filter_adopters
 
     limit = plan.MAX_FILTERED_UPDATE_PROB
@@ -477,7 +495,16 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
     shared = dataclasses.replace(learner, info="distribution")
     assert not filtered(shared)
     # The loop over rounds has no events to filter.
-    rounds = plan.kernel_spec("fast", game, learner, 10_000, 3, 10, None, fast_path="rounds")
+    rounds = plan.kernel_spec(
+        "fast",
+        game,
+        learner,
+        num_agents=10_000,
+        num_stages=3,
+        max_stage_length=10,
+        block_size=None,
+        fast_path="rounds",
+    )
     assert not rounds.filter_adopters
 
 

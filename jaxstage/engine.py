@@ -475,16 +475,9 @@ class Simulation:
             played (records of consecutive advances add up: ``first + rest``).
         """
         self._check_state(state)
-        left = self.num_stages - int(state.stage)
-        if left < 1:
-            raise ValueError(
-                f"the state is at stage {int(state.stage)}, the horizon of this simulation "
-                f"(num_stages={self.num_stages}): nothing is left to advance"
-            )
-        num_stages = left if num_stages is None else num_stages
-        num_stages = check_int(num_stages, "num_stages", low=1, high=left)
-        with progress_bar(num_stages, progress, self.pipeline.description) as bar:
-            return self.pipeline.advance(state, num_stages, donate=donate, bar=bar)
+        return advance_to_horizon(
+            self.pipeline, state, num_stages, owner="simulation", progress=progress, donate=donate
+        )
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, SimulationState):
@@ -555,6 +548,30 @@ class Simulation:
     def final_actions(self, state: SimulationState) -> np.ndarray:
         """The ``(num_agents,)`` int32 stage actions of ``state`` (padding dropped)."""
         return np.asarray(state.actions)[: self.options.num_agents].astype(np.int32)
+
+
+def advance_to_horizon(
+    pipeline: Pipeline,
+    state: SimulationState,
+    num_stages: int | None,
+    *,
+    owner: str,
+    progress: bool,
+    donate: bool,
+) -> tuple[SimulationState, StageRecords]:
+    """``state`` advanced by ``num_stages`` (default: to the horizon), checked to stay
+    within the horizon of the ``owner`` (``"simulation"``, ``"sweep"``: for messages)."""
+    horizon = pipeline.spec.num_stages
+    left = horizon - int(state.stage)
+    if left < 1:
+        raise ValueError(
+            f"the state is at stage {int(state.stage)}, the horizon of this {owner} "
+            f"(num_stages={horizon}): nothing is left to advance"
+        )
+    num_stages = left if num_stages is None else num_stages
+    num_stages = check_int(num_stages, "num_stages", low=1, high=left)
+    with progress_bar(num_stages, progress, pipeline.description) as bar:
+        return pipeline.advance(state, num_stages, donate=donate, bar=bar)
 
 
 def run_to_end(

@@ -25,7 +25,7 @@ from jaxstage.engine import (
     Pipeline,
     RunOptions,
     SimulationState,
-    progress_bar,
+    advance_to_horizon,
     references_for,
     run_config,
 )
@@ -234,16 +234,9 @@ class Sweep:
         """Every row of ``state`` moved on by ``num_stages`` stages (default: to the
         horizon), as :meth:`jaxstage.Simulation.advance`."""
         self._check_state(state)
-        left = self.num_stages - int(state.stage)
-        if left < 1:
-            raise ValueError(
-                f"the state is at stage {int(state.stage)}, the horizon of this sweep "
-                f"(num_stages={self.num_stages}): nothing is left to advance"
-            )
-        num_stages = left if num_stages is None else num_stages
-        num_stages = check_int(num_stages, "num_stages", low=1, high=left)
-        with progress_bar(num_stages, progress, self.pipeline.description) as bar:
-            return self.pipeline.advance(state, num_stages, donate=donate, bar=bar)
+        return advance_to_horizon(
+            self.pipeline, state, num_stages, owner="sweep", progress=progress, donate=donate
+        )
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, SimulationState):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxstage as js
-from jaxstage import cli
+from jaxstage import cli_demo
 from jaxstage.cli import main, parse_initial, parse_param
 
 SMALL = ["--agents", "1000", "--stages", "4", "--stage-length", "5", "--no-progress"]
@@ -249,7 +249,7 @@ def test_br_writes_folder(tmp_path, capsys):
 
 
 def test_demo_small(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "DEMO_ROUNDS", 100)  # none: 2 stages, payoffs: 20
+    monkeypatch.setattr(cli_demo, "DEMO_ROUNDS", 100)  # none: 2 stages, payoffs: 20
     out = tmp_path / "demo"
     out.mkdir()
     (out / "results.csv").write_text("stale\n")  # a previous demo: replaced with --overwrite

@@ -1,0 +1,188 @@
+"""``jaxstage run`` and ``jaxstage resume``: one simulation, checkpointed or not.
+
+``run`` builds the configuration (:mod:`jaxstage.cli_config`), simulates and writes a
+results folder; with ``--checkpoint-every`` it writes checkpoints beside it, which
+``resume`` (or ``run --resume``) continues from, to the same results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import jaxstage as js
+from jaxstage import checkpoint
+from jaxstage.cli_config import (
+    CONFIG_TABLES,
+    RUN_DEFAULTS,
+    game_from,
+    load_config,
+    out_folder,
+    parse_initial,
+)
+from jaxstage.cli_output import print_equilibria
+from jaxstage.game_base import AnonymousGame
+from jaxstage.results import check_output_folder, write_results
+from jaxstage.resumable import rebuilt_game, run_with_checkpoints
+
+#: ``run`` options that ``--resume`` takes besides the folder (the rest is the run's own).
+_RESUME_KEEPS = {
+    "resume",
+    "overwrite",
+    "no_progress",
+    "no_plot",
+    "keep_checkpoints",
+    "cpu_devices",
+    "command",
+    "handler",
+    "argv_rest",
+}
+
+
+def _resume_run(args: argparse.Namespace) -> int:
+    """``run --resume D``: ``resume`` of the checkpoints of the run whose results folder
+    is ``D`` (``D.checkpoints``), or of ``D`` itself when it holds the checkpoints."""
+    given = sorted(
+        f"--{k.replace('_', '-')}"
+        for k, v in vars(args).items()
+        if k not in _RESUME_KEEPS and v not in (None, False)
+    )
+    if given:
+        raise ValueError(f"--resume continues a run as it was started: drop {', '.join(given)}")
+    folder = Path(args.resume)
+    if not (folder / checkpoint.LATEST).exists():
+        folder = Path(f"{os.fspath(args.resume).rstrip('/')}.checkpoints")
+    resume_args = argparse.Namespace(
+        checkpoint_dir=folder,
+        out=None,
+        overwrite=args.overwrite,
+        no_progress=args.no_progress,
+        no_plot=args.no_plot,
+        keep_checkpoints=args.keep_checkpoints,
+        allow_other_versions=False,
+    )
+    return cmd_resume(resume_args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``jaxstage run``: simulate one configuration and write its results folder."""
+    if args.resume is not None:
+        return _resume_run(args)
+    if args.config is not None and not args.config.strip():
+        raise ValueError("--config names no file: give the path of a TOML file, or leave it out")
+    file_config = load_config(args.config) if args.config else {t: {} for t in CONFIG_TABLES}
+    game = game_from(args, file_config["game"])
+
+    learner_kwargs = dict(file_config["learner"])
+    overrides = {
+        "stage_length": args.stage_length,
+        "explore_prob": args.explore,
+        "update_prob": args.update_prob,
+        "info": args.info,
+        "info_sample_size": args.info_sample_size,
+        "info_noise_std": args.info_noise_std,
+    }
+    learner_kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    learner = js.StageLearning(**learner_kwargs)
+
+    run = {**RUN_DEFAULTS, **file_config["run"]}
+    for key in RUN_DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            run[key] = value
+    initial = parse_initial(run["initial"], game.num_actions)
+    default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}"
+    out = out_folder(run["out"], default_out, "--out (or out = in [run])")
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"out must be a folder name, got {out!r}")
+    check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
+    checkpoints = _checkpoint_folder(args, out)
+    options = {
+        "eps": run["eps"],
+        "delta": run["delta"],
+        "hold_stages": run["hold_stages"],
+        "initial": initial,
+    }
+    if checkpoints is None:
+        result = js.simulate(
+            game,
+            learner,
+            run["agents"],
+            run["stages"],
+            run["seed"],
+            progress=not args.no_progress,
+            **options,
+        )
+    else:  # the manifests name the results folder, for `jaxstage resume`
+        sim = js.Simulation(game, learner, run["agents"], run["stages"], **options)
+        result = run_with_checkpoints(
+            sim,
+            checkpoints,
+            seed=run["seed"],
+            every=args.checkpoint_every,
+            progress=not args.no_progress,
+            extra={"out": os.path.abspath(out)},
+        )
+    return _finish_run(args, game, result, out, checkpoints)
+
+
+def _checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
+    """The checkpoints folder of ``run``: none without ``--checkpoint-every``; by
+    default ``<out>.checkpoints`` beside the results folder."""
+    if args.checkpoint_every is None:
+        if args.checkpoint_dir is not None:
+            raise ValueError("--checkpoint-dir needs --checkpoint-every (stages between them)")
+        return None
+    folder = out_folder(args.checkpoint_dir, f"{os.fspath(out).rstrip('/')}.checkpoints")
+    folder = checkpoint.check_folder(folder)
+    if os.path.abspath(folder) == os.path.abspath(out):
+        raise ValueError("--checkpoint-dir must not be the results folder (--out)")
+    return folder
+
+
+def _finish_run(
+    args: argparse.Namespace,
+    game: AnonymousGame,
+    result: js.SimulationResult,
+    out: Any,
+    checkpoints: Path | None,
+) -> int:
+    print(result.summary())
+    print_equilibria(game, result.distribution[-1])
+    folder = write_results(result, out, plot=not args.no_plot, overwrite=args.overwrite)
+    print(f"results written to {folder}")
+    if checkpoints is not None:
+        if args.keep_checkpoints:
+            print(f"checkpoints kept in {checkpoints}")
+        else:  # the results are written: they are no longer needed
+            checkpoint.remove(checkpoints)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``jaxstage resume``: continue a checkpointed run and write its results folder."""
+    # The manifest only: js.resume reads and checks the files, once.
+    path, manifest = checkpoint.read_manifest(args.checkpoint_dir)
+    if manifest.get("kind", "simulation") != "simulation":
+        raise ValueError(
+            f"{args.checkpoint_dir} holds the checkpoints of a {manifest['kind']}, which "
+            "`jaxstage resume` does not write results of: continue it with "
+            "jaxstage.resume() in Python (a study's: `jaxstage study --resume`)"
+        )
+    extra = manifest.get("extra", {})
+    out = out_folder(args.out, extra.get("out"))
+    if out is None:
+        raise ValueError(
+            f"{args.checkpoint_dir} was not written by `jaxstage run`: give the results "
+            "folder with --out"
+        )
+    check_output_folder(out, overwrite=args.overwrite)
+    result = js.resume(
+        args.checkpoint_dir,
+        progress=not args.no_progress,
+        allow_other_versions=args.allow_other_versions,
+    )
+    game = rebuilt_game(manifest["game"])
+    return _finish_run(args, game, result, out, path.parent)

@@ -1,20 +1,7 @@
 """Large anonymous games: expected payoffs from the action distribution, plus noise.
 
-A game fixes shapes (number of actions, agent types) at construction and keeps its
-numeric coefficients in a separate ``params`` dict of arrays, so that sweeps can vary
-them (``jax.vmap``) without recompiling. Every payoff is a function of the *overall*
-action distribution ``d = counts / n`` (anonymity); games with agent types return one
-row of payoffs per type.
-
-Conventions used throughout the package:
-
-* ``expected_payoffs(params, distribution) -> (num_types, num_actions)``.
-* Realised payoffs are the expected payoff of the agent's (type, action) plus noise drawn
-  by ``realized_payoffs``; the default is additive Gaussian noise with std
-  ``params["noise_std"]``.
-* Agent types are assigned to contiguous blocks of agent indices by largest-remainder
-  rounding of ``type_shares`` (see :func:`type_counts`); since payoffs are anonymous the
-  order of agents carries no meaning.
+A game's shapes, parameters, payoff and noise conventions are described once, in
+:mod:`jaxstage.game_base`.
 
 This module is where games are imported from; it gathers the interface
 (:mod:`jaxstage.game_base`: :class:`AnonymousGame`, :func:`type_counts`), the built-in

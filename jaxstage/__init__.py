@@ -15,7 +15,7 @@ Example:
 
 __version__ = "0.1.0"
 
-from jaxstage import games, metrics, testing  # noqa: E402
+from jaxstage import distributed, games, metrics, testing  # noqa: E402
 from jaxstage.best_reply import (  # noqa: E402
     BestReplyResult,
     best_reply_dynamics,
@@ -53,6 +53,7 @@ __all__ = [
     "StageRecords",
     "estimate_memory_bytes",
     "use_cpu_cores",
+    "distributed",
     "cpu_core_count",
     # best-reply dynamics
     "best_reply_dynamics",

@@ -43,10 +43,11 @@ import jax.numpy as jnp
 
 from jaxstage import agent_events as ae
 from jaxstage import counter_rng as crng
+from jaxstage import distributed, fast
 from jaxstage import events as ev
-from jaxstage import fast
 from jaxstage import fast_blocks as fb
 from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates, clip_and_renormalise
+from jaxstage.exact_sum import pairwise_sum
 from jaxstage.fast_pass2 import own_estimates
 from jaxstage.finiteness import with_published_check
 from jaxstage.metrics import deviation_payoffs
@@ -114,15 +115,17 @@ def device_memory_bytes(platform: str, available_cpu: int) -> int:
     such a device, else :data:`DEFAULT_DEVICE_MEMORY` (``available_cpu`` for a CPU)."""
     if platform == "cpu":
         return int(available_cpu)
+    memory = int(DEFAULT_DEVICE_MEMORY.get(platform, DEFAULT_DEVICE_MEMORY["cuda"]))
     try:
-        device = jax.devices()[0]
+        device = jax.local_devices()[0]
         if device.platform == platform or (platform == "gpu" and device.platform == "cuda"):
             stats = device.memory_stats() or {}
             if "bytes_limit" in stats:
-                return int(stats["bytes_limit"])
+                memory = int(stats["bytes_limit"])
     except Exception:  # noqa: BLE001 - no such backend here (a deviceless compile)
         pass
-    return int(DEFAULT_DEVICE_MEMORY.get(platform, DEFAULT_DEVICE_MEMORY["cuda"]))
+    # Block sizes follow from it: every process of a distributed run must agree.
+    return distributed.agreed_min(memory)
 
 
 def choose_agent_block(
@@ -306,7 +309,7 @@ def own_sums(
         explored, explored_counts = jnp.stack(explored), jnp.stack(explored_counts)
 
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
-    stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
+    stage_totals = pairwise_sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
     noise = crng.normal(crng.stream_key(seed, stage, fb.OWN_NOISE_STREAM), stream.index)
     own_sum = (

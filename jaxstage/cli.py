@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 
 import jaxstage as js
+from jaxstage import distributed
 from jaxstage.cli_config import (
     DEFAULT_GAME,
     RUN_DEFAULTS,
@@ -94,6 +95,58 @@ def _add_devices_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_distributed_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group(
+        "distributed run (one population over every device of every process; "
+        "see docs/distributed.md)"
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0's coordinator, the same in every process",
+    )
+    group.add_argument("--num-processes", type=_positive_int, metavar="P", help="processes in all")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, in [0, P - 1]")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a distributed run whose processes JAX detects (SLURM, Open MPI)",
+    )
+    group.add_argument(
+        "--distributed-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help=f"wait at most this long for every process to join, and to notice one that "
+        f"died (default {distributed.DEFAULT_INITIALIZATION_TIMEOUT} and "
+        f"{distributed.DEFAULT_HEARTBEAT_TIMEOUT})",
+    )
+
+
+def _join_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` when the command was asked to join a run."""
+    given = [getattr(args, name, None) for name in ("coordinator", "num_processes", "process_id")]
+    auto = getattr(args, "distributed", False)
+    if not auto and all(value is None for value in given):
+        if getattr(args, "distributed_timeout", None) is not None:
+            raise ValueError("--distributed-timeout needs --coordinator or --distributed")
+        return
+    if auto and any(value is not None for value in given):
+        raise ValueError(
+            "--distributed detects the processes: leave out --coordinator, --num-processes "
+            "and --process-id (or give all three without --distributed)"
+        )
+    if not auto and any(value is None for value in given):
+        raise ValueError("give --coordinator, --num-processes and --process-id together")
+    timeout = args.distributed_timeout
+    distributed.initialize(
+        *given,
+        initialization_timeout=timeout or distributed.DEFAULT_INITIALIZATION_TIMEOUT,
+        heartbeat_timeout=timeout or distributed.DEFAULT_HEARTBEAT_TIMEOUT,
+    )
+    if not distributed.is_main_process():  # process 0 prints; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxstage`` command."""
     parser = argparse.ArgumentParser(
@@ -143,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_devices_option(run)
+    _add_distributed_options(run)
     run.add_argument("--no-plot", action="store_true", help="do not write plot.png")
     run.add_argument(
         "--checkpoint-every",
@@ -184,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume although jaxstage, jax or the backend changed (numbers may differ)",
     )
     _add_devices_option(resume)
+    _add_distributed_options(resume)
     resume.set_defaults(handler=cmd_resume)
 
     br = commands.add_parser("br", help="count-level best-reply dynamics", allow_abbrev=False)
@@ -293,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_devices_option(study)
+    _add_distributed_options(study)
     study.set_defaults(handler=cmd_study)
     return parser
 
@@ -330,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         _use_cpu_cores(getattr(args, "cpu_devices", None))
+        _join_distributed(args)
         return int(args.handler(args))
     except (ValueError, TypeError) as error:
         if os.environ.get("JAXSTAGE_DEBUG"):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jaxstage as js
-from jaxstage import checkpoint
+from jaxstage import checkpoint, distributed
 from jaxstage.cli_config import (
     CONFIG_TABLES,
     RUN_DEFAULTS,
@@ -149,6 +149,8 @@ def _finish_run(
     out: Any,
     checkpoints: Path | None,
 ) -> int:
+    if not distributed.is_main_process():  # process 0 writes the results
+        return 0
     print(result.summary())
     print_equilibria(game, result.distribution[-1])
     folder = write_results(result, out, plot=not args.no_plot, overwrite=args.overwrite)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import fast, kernels, plan
+from jaxstage import distributed, fast, kernels, plan
 from jaxstage._validation import check_int
 from jaxstage.finiteness import check_metrics, check_stages
 from jaxstage.games import AnonymousGame, Params
@@ -74,10 +74,12 @@ class EventsOverflowError(Exception):
 
 
 def progress_bar(total: int, enabled: bool, description: str):
-    """A tqdm bar of ``total`` stages (disabled unless ``enabled``)."""
+    """A tqdm bar of ``total`` stages (disabled unless ``enabled``; shown by process 0
+    only in a distributed run)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="stage", disable=not enabled, desc=description, leave=False)
+    shown = enabled and distributed.is_main_process()
+    return tqdm(total=total, unit="stage", disable=not shown, desc=description, leave=False)
 
 
 def _finiteness_check(game, spec: RunSpec, row_params: Sequence[Params], batched: bool):
@@ -322,6 +324,7 @@ def run_config(
         "kernel": spec.kernel,
         "block_size": spec.block_size if spec.kernel == "fast" else None,
         "devices": spec.num_shards,
+        "processes": jax.process_count(),
         "fast_path": None if spec.kernel != "fast" else spec.exploration_path,
         "versions": versions(),
     }
@@ -542,12 +545,17 @@ class Simulation:
         else:
             actions, key = actions.astype(np.int32), np.asarray(key, np.uint32).reshape(2)
         return SimulationState(
-            jnp.asarray(actions), np.int32(stage), np.uint32(seed), jnp.asarray(key), metrics
+            self._placed(actions), np.int32(stage), np.uint32(seed), jnp.asarray(key), metrics
         )
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
         """The ``(num_agents,)`` int32 stage actions of ``state`` (padding dropped)."""
-        return np.asarray(state.actions)[: self.options.num_agents].astype(np.int32)
+        actions = distributed.host_array(state.actions)
+        return actions[: self.options.num_agents].astype(np.int32)
+
+    def _placed(self, actions: np.ndarray) -> jax.Array:
+        """Host actions laid out as the programs hold them (split over the processes)."""
+        return distributed.global_array(actions, fast.actions_sharding(self.spec, ndim=1))
 
 
 def advance_to_horizon(

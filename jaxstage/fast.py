@@ -68,6 +68,7 @@ from jaxstage.fast_blocks import (
     AGENT_AXIS,
     INIT_STREAM,
     TIE_STREAM,
+    actions_sharding,
     adopts,
     agent_block,
     agent_mesh,
@@ -120,6 +121,7 @@ __all__ = [
     # Re-exported from the modules above, for plan, engine, kernels and the agents path.
     # The thresholds are read where they are defined: setting one here changes nothing.
     "AGENT_AXIS",
+    "actions_sharding",
     "agent_mesh",
     "on_shards",
     "action_dtype",

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxstage import counter_rng as crng
 from jaxstage import events as ev
+from jaxstage.distributed import mesh_devices
 from jaxstage.fast_layout import chunks_per_block
 from jaxstage.spec import RunSpec
 
@@ -36,6 +37,7 @@ __all__ = [
     "AgentBlock",
     "agent_block",
     "agent_mesh",
+    "actions_sharding",
     "on_shards",
     "shard_start",
     "shard_total",
@@ -113,10 +115,23 @@ def shard_start(spec: RunSpec) -> jax.Array | int:
     return jax.lax.axis_index(AGENT_AXIS) * (spec.local_blocks * spec.block_size)
 
 
-def agent_mesh(num_shards: int) -> jax.sharding.Mesh:
-    """A one-axis mesh (:data:`AGENT_AXIS`) of the default backend's first ``num_shards``
-    devices (``plan.shard_count`` checks the count before tracing)."""
-    return jax.sharding.Mesh(np.asarray(jax.devices()[:num_shards]), (AGENT_AXIS,))
+def agent_mesh(num_shards: int, *, local: bool = False) -> jax.sharding.Mesh:
+    """A one-axis mesh (:data:`AGENT_AXIS`) of ``num_shards`` devices of the default
+    backend: its first ones in one process, dealt over the processes in a distributed run
+    (:func:`jaxstage.distributed.mesh_devices`; ``plan.shard_count`` checks the count
+    before tracing)."""
+    return jax.sharding.Mesh(np.asarray(mesh_devices(num_shards, local=local)), (AGENT_AXIS,))
+
+
+def actions_sharding(spec: RunSpec, ndim: int = 1) -> jax.sharding.Sharding | None:
+    """How the programs lay out a state's actions (``(padded,)``, or a sweep's ``(rows,
+    padded)`` when ``ndim`` is 2): split over :func:`agent_mesh` on their last axis;
+    ``None`` for one shard (on the default device)."""
+    if spec.kernel != "fast" or spec.num_shards == 1:
+        return None
+    axes = (None,) * (ndim - 1) + (AGENT_AXIS,)
+    mesh = agent_mesh(spec.num_shards, local=spec.local_mesh)
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*axes))
 
 
 def on_shards(spec: RunSpec, fn: Callable, in_specs, out_specs) -> Callable:
@@ -127,7 +142,7 @@ def on_shards(spec: RunSpec, fn: Callable, in_specs, out_specs) -> Callable:
         return fn
     return jax.shard_map(
         fn,
-        mesh=agent_mesh(spec.num_shards),
+        mesh=agent_mesh(spec.num_shards, local=spec.local_mesh),
         in_specs=in_specs,
         out_specs=out_specs,
         # Population-level values are psums of exact integers (or of floats that are

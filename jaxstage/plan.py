@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import agent_events, agent_stage, events, fast
+from jaxstage import agent_events, agent_stage, distributed, events, fast
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.games import AnonymousGame, Params, check_num_actions, type_counts
 from jaxstage.learner import StageLearning
@@ -129,8 +129,14 @@ def deviation_bytes(num_actions: int) -> int:
 
 
 def available_memory_bytes() -> int:
-    """Memory the default device can still use (GPU: its limit; CPU: MemAvailable)."""
-    device = jax.devices()[0]
+    """Memory the default device can still use (GPU: its limit; CPU: MemAvailable); in a
+    distributed run the smallest over the processes, the same number in each, so that
+    every process plans, sizes and compiles the same program."""
+    return distributed.agreed_min(_local_available_memory_bytes())
+
+
+def _local_available_memory_bytes() -> int:
+    device = jax.local_devices()[0]
     try:
         stats = device.memory_stats() or {}
     except Exception:  # noqa: BLE001 - backends without memory stats
@@ -190,11 +196,17 @@ def check_memory(
     per_device = memory_available_bytes(platform) if limit is None else int(limit)
     devices = 1 if platform == "cpu" else spec.num_shards
     available = per_device * devices
+    share = distributed.local_share(spec.num_shards) if spec.kernel == "fast" else 1.0
+    if share < 1.0:  # a distributed run: each host holds its own shards
+        needed = math.ceil(needed * share)
+        available = per_device * (1 if platform == "cpu" else math.ceil(devices * share))
     if needed > available:
         path = f"{spec.kernel} kernel"
         if spec.kernel == "fast":
             path = f"fast kernel's {spec.exploration_path} path"
         where = f"{devices} {platform} device(s)" if platform != "cpu" else "the CPU"
+        if share < 1.0:
+            where = f"each host (which holds {share:.0%} of the population's shards)"
         raise ValueError(
             f"num_agents={num_agents:,} (batch {batch}) needs about {needed / 2**30:.2f} GiB "
             f"with {num_actions} actions, info={learner.info!r} and the {path}, "
@@ -454,6 +466,7 @@ def kernel_spec(
     memory)."""
     platform = jax.default_backend() if platform is None else platform
     spec = base_spec(game, learner, num_agents, num_stages)
+    spec = spec._replace(local_mesh=distributed.is_process_local())
     if kernel == "reference":
         if devices not in (None, 1):
             raise ValueError(
@@ -570,12 +583,25 @@ def agents_spec(
 
 def shard_count(devices: int | None, blocks: int) -> int:
     """Devices the fast kernel splits the population over: ``devices``, or by default
-    every device of the default backend, at most one per block of agents. The numbers
-    do not depend on the choice."""
-    count = jax.device_count()
+    every device of the default backend (of every process in a distributed run), at most
+    one per block of agents. The numbers do not depend on the choice.
+
+    In a run of ``P > 1`` processes the count is 1 (every process runs the whole
+    population, as one process would) or at least ``P`` (every process holds shards:
+    ``distributed.mesh_devices``); by default 1 when the population has fewer than ``P``
+    blocks."""
+    count = distributed.device_count()
+    processes = distributed.mesh_process_count()
     if devices is None:
-        return max(1, min(count, blocks))
-    return check_int(devices, "devices", low=1, high=count)
+        shards = max(1, min(count, blocks))
+        return 1 if shards < processes else shards
+    devices = check_int(devices, "devices", low=1, high=count)
+    if 1 < devices < processes:
+        raise ValueError(
+            f"devices must be 1 or in [{processes}, {count}] in a run of {processes} "
+            f"processes (each process must hold a shard), got {devices}"
+        )
+    return devices
 
 
 def adopter_capacity(spec: RunSpec, rows, event_capacity: int, block_size: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxstage import checkpoint
+from jaxstage import checkpoint, distributed
 from jaxstage._validation import check_int
 from jaxstage.engine import Simulation, SimulationState, run_config, run_to_end, versions
 from jaxstage.games import GAMES, AnonymousGame, make_game
@@ -37,7 +37,7 @@ __all__ = ["resume", "run_with_checkpoints"]
 #: ``allow_other_versions``.
 PINNED_VERSIONS = ("jaxstage", "jax", "jaxlib", "backend")
 #: Configuration entries a resume may change: they do not change the numbers.
-FREE_CONFIG = ("versions", "block_size", "devices")
+FREE_CONFIG = ("versions", "block_size", "devices", "processes")
 
 
 def _json(value: Any) -> Any:
@@ -109,15 +109,20 @@ def _writer(run: Run, state: SimulationState, folder: Path, every: int, extra: d
     _, initial = _arguments(run)
 
     def write(state: SimulationState, records: StageRecords) -> None:
-        checkpoint.save(
-            folder,
-            manifest=manifest,
-            actions=run.final_actions(state).astype(state.actions.dtype),
-            records=records,
-            schedules=schedules,
-            initial=initial,
-            keep=keep,
-        )
+        # Every process gathers the actions (a collective); process 0 alone writes them,
+        # and the others wait, so that none reads a checkpoint it has not finished.
+        actions = run.final_actions(state).astype(state.actions.dtype)
+        if distributed.is_main_process():
+            checkpoint.save(
+                folder,
+                manifest=manifest,
+                actions=actions,
+                records=records,
+                schedules=schedules,
+                initial=initial,
+                keep=keep,
+            )
+        distributed.barrier(f"jaxstage-checkpoint-{records.first_stage + records.num_stages}")
 
     return write
 

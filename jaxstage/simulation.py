@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from jaxstage import distributed, sweep_rows
 from jaxstage._validation import check_int
 from jaxstage.engine import Simulation, run_to_end
 from jaxstage.games import AnonymousGame
@@ -163,6 +164,7 @@ def sweep(
     devices: int | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
+    distribute: str = "auto",
 ) -> SweepResult:
     """Run a batch of runs in one compiled call (``vmap``-ed in the reference kernel, rows
     one after another in the fast kernel).
@@ -185,35 +187,61 @@ def sweep(
         checkpoint_dir, checkpoint_every: as in :func:`simulate`: the whole sweep's state
             is checkpointed, and :func:`resume` continues it to its
             :class:`SweepResult`, bitwise that of an uninterrupted sweep.
+        distribute: in a distributed run (``jaxstage.distributed.initialize``),
+            ``"agents"`` splits every row's population over every device of every
+            process, ``"rows"`` deals the rows to the processes (each runs its share on
+            its own devices; ``devices`` is then per process), ``"auto"`` (default) takes
+            ``"rows"`` when there are at least as many rows as processes and no
+            checkpoints. Every process gets the whole result, bitwise the same either way.
 
     Returns:
         A :class:`SweepResult`; ``result[i]`` is a :class:`SimulationResult`.
     """
-    batch = Sweep(
-        game,
-        learner,
-        num_agents,
-        num_stages,
-        seeds,
-        game_params=game_params,
-        explore_prob=explore_prob,
-        update_prob=update_prob,
-        stage_length=stage_length,
-        info_noise_std=info_noise_std,
-        eps=eps,
-        delta=delta,
-        hold_stages=hold_stages,
-        initial=initial,
-        reference=reference,
-        memory_limit_bytes=memory_limit_bytes,
-        kernel=kernel,
-        block_size=block_size,
-        fast_path=fast_path,
-        devices=devices,
-    )
+    checkpointed = checkpoint_dir is not None
+    if not checkpointed and checkpoint_every is not None:
+        raise ValueError("checkpoint_every needs a checkpoint_dir to write them into")
+    sweep_rows.choose_mode(distribute, 1, checkpointed and distribute == "rows")  # check
+    # In a distributed run the rows may go to the processes: the whole sweep is then
+    # built to check every row and resolve its kernel and path, its memory checked by
+    # each process for its own rows.
+    maybe_rows = distributed.process_count() > 1 and distribute != "agents" and not checkpointed
+
+    def build(whole_only: bool) -> Sweep:
+        return Sweep(
+            game,
+            learner,
+            num_agents,
+            num_stages,
+            seeds,
+            game_params=game_params,
+            explore_prob=explore_prob,
+            update_prob=update_prob,
+            stage_length=stage_length,
+            info_noise_std=info_noise_std,
+            eps=eps,
+            delta=delta,
+            hold_stages=hold_stages,
+            initial=initial,
+            reference=reference,
+            memory_limit_bytes=sweep_rows.validating_limit() if whole_only else memory_limit_bytes,
+            kernel=kernel,
+            block_size=None if whole_only else block_size,
+            fast_path=fast_path,
+            devices=None if whole_only else devices,
+        )
+
+    batch = build(whole_only=maybe_rows)
+    if maybe_rows:
+        if sweep_rows.choose_mode(distribute, batch.num_rows, checkpointed) == "rows":
+            return sweep_rows.sweep_rows_over_processes(
+                batch,
+                progress=progress,
+                memory_limit_bytes=memory_limit_bytes,
+                block_size=block_size,
+                devices=devices,
+            )
+        batch = build(whole_only=False)  # fewer rows than processes: split the agents
     if checkpoint_dir is None:
-        if checkpoint_every is not None:
-            raise ValueError("checkpoint_every needs a checkpoint_dir to write them into")
         _, records = run_to_end(
             batch.pipeline, batch.init(), progress=progress, restart=lambda: (batch.init(), None)
         )

@@ -62,6 +62,10 @@ class RunSpec(NamedTuple):
     fast_path: str = ""
     agent_events: int = 0
     tile_size: int = 0
+    #: In a distributed run, whether the mesh is this process's devices only (the rows of
+    #: a sweep split over the processes, ``jaxstage.distributed.process_local``) rather
+    #: than every process's. Part of the jit cache key: the two programs differ.
+    local_mesh: bool = False
 
     @property
     def num_types(self) -> int:

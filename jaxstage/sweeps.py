@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import fast, plan
+from jaxstage import distributed, fast, plan
 from jaxstage._validation import check_int
 from jaxstage.engine import (
     Pipeline,
@@ -324,9 +324,14 @@ class Sweep:
             key = np.asarray(key, np.uint32).reshape(self.num_rows, 2)
         seed = np.asarray(seed, np.uint32).reshape(self.num_rows)
         return SimulationState(
-            jnp.asarray(actions), np.int32(stage), seed, jnp.asarray(key), metrics
+            distributed.global_array(actions, fast.actions_sharding(self.spec, ndim=2)),
+            np.int32(stage),
+            seed,
+            jnp.asarray(key),
+            metrics,
         )
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
         """The ``(rows, num_agents)`` int32 stage actions of ``state`` (padding dropped)."""
-        return np.asarray(state.actions)[:, : self.options[0].num_agents].astype(np.int32)
+        actions = distributed.host_array(state.actions)
+        return actions[:, : self.options[0].num_agents].astype(np.int32)

@@ -1,0 +1,297 @@
+"""Distributed runs on loopback: 1 process x 1 device, 1 x 2 and 2 processes x 1 device
+give bitwise the same results (``jax.distributed`` with gloo collectives); checkpoints
+move between process counts; a process that dies stops the others in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def start(cases, folder: Path, processes: int, devices: int, tag: str):
+    job = folder / f"{tag}.job.json"
+    job.write_text(json.dumps(cases))
+    out = folder / f"{tag}.out"
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(job),
+                str(out),
+                str(i),
+                str(processes),
+                str(port),
+                str(devices),
+            ],
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    return procs, out
+
+
+def launch(cases, folder: Path, processes: int, devices: int, tag: str, timeout: float = 400):
+    procs, out = start(cases, folder, processes, devices, tag)
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    reports = [json.loads(Path(f"{out}.{i}").read_text()) for i in range(processes)]
+    for report in reports:
+        assert report["processes"] == processes and report["devices"] == processes * devices
+    return [report["results"] for report in reports]
+
+
+GAME = {"game": "congestion", "game_kwargs": {"num_actions": 4}}
+RUN = {"num_agents": 100_000, "num_stages": 3, "seed": 3, "block_size": 2**13}
+
+INFO_MODES = {
+    "none": {},
+    "payoffs": {"info": "payoffs"},
+    "distribution": {"info": "distribution"},
+    "sampled": {"info": "distribution", "info_sample_size": 200},
+    "noisy": {"info": "distribution", "info_noise_std": 0.05},
+}
+
+
+def population_cases() -> list[dict]:
+    cases = []
+    for name, info in INFO_MODES.items():
+        learner = {"stage_length": 10, **info}
+        cases.append(
+            {
+                "name": f"simulate-{name}",
+                "call": "simulate",
+                "kwargs": {**GAME, **RUN, "learner": learner, "return_actions": True},
+            }
+        )
+    for path in ("rounds", "agents"):
+        cases.append(
+            {
+                "name": f"simulate-{path}",
+                "call": "simulate",
+                "kwargs": {
+                    **GAME,
+                    **RUN,
+                    "learner": {"stage_length": 10, "info": "payoffs"},
+                    "fast_path": path,
+                },
+            }
+        )
+    cases.append(
+        {
+            "name": "simulate-update0.1",
+            "call": "simulate",
+            "kwargs": {**GAME, **RUN, "learner": {"stage_length": 10, "update_prob": 0.1}},
+        }
+    )
+    cases.append(
+        {
+            "name": "simulate-initial-array",
+            "call": "simulate",
+            "kwargs": {**GAME, **RUN, "learner": {"stage_length": 10}, "initial": 2},
+        }
+    )
+    cases.append(
+        {
+            "name": "simulate-reference",
+            "call": "simulate",
+            "kwargs": {
+                **GAME,
+                "num_agents": 5_000,
+                "num_stages": 3,
+                "seed": 1,
+                "learner": {"stage_length": 10},
+                "kernel": "reference",
+            },
+        }
+    )
+    run = {k: v for k, v in RUN.items() if k != "seed"}
+    for distribute in ("rows", "agents"):
+        cases.append(
+            {
+                "name": f"sweep-lengths-{distribute}",
+                "call": "sweep",
+                "kwargs": {
+                    **GAME,
+                    **run,
+                    "seeds": [4, 5, 6],
+                    "learner": {"info": "payoffs"},
+                    "stage_length": [5, 10, 20],
+                    "update_prob": [1.0, 0.1, 0.5],
+                    "distribute": distribute,
+                },
+            }
+        )
+    cases.append(
+        {
+            "name": "sweep-agents-path-rows",
+            "call": "sweep",
+            "kwargs": {
+                **GAME,
+                **run,
+                "seeds": [7, 8],
+                "learner": {"stage_length": 10, "info": "distribution"},
+                "fast_path": "agents",
+                "distribute": "rows",
+            },
+        }
+    )
+    for name in ("none", "noisy"):
+        cases.append(
+            {
+                "name": f"sweep-{name}",
+                "call": "sweep",
+                "kwargs": {
+                    **GAME,
+                    **run,
+                    "seeds": [1, 2, 3],
+                    "learner": {"stage_length": 10, **INFO_MODES[name]},
+                    "explore_prob": [0.05, 0.1, 0.2],
+                },
+            }
+        )
+    return cases
+
+
+@pytest.fixture(scope="module")
+def population_reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distributed")
+    cases = population_cases()
+    return {
+        layout: launch(cases, folder, *layout, tag=f"p{layout[0]}d{layout[1]}")
+        for layout in [(1, 1), (1, 2), (2, 1)]
+    }
+
+
+def test_every_case_ran(population_reports):
+    for results in population_reports[(1, 1)]:
+        errors = {name: r for name, r in results.items() if isinstance(r, str)}
+        assert not errors
+
+
+@pytest.mark.parametrize("layout", [(1, 2), (2, 1)], ids=["1x2", "2x1"])
+def test_layouts_give_bitwise_the_same_results(population_reports, layout):
+    expected = population_reports[(1, 1)][0]
+    for results in population_reports[layout]:  # every process has the whole result
+        for name in expected:
+            assert results[name] == expected[name], name
+
+
+def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path):
+    learner = {"stage_length": 10, "info": "payoffs"}
+    run = {**GAME, **RUN, "num_stages": 6, "learner": learner}
+    uninterrupted = launch(
+        [{"name": "run", "call": "simulate", "kwargs": run}], tmp_path, 1, 1, "plain"
+    )[0]["run"]
+    folder = tmp_path / "ck"
+    written = launch(
+        [
+            {
+                "name": "run",
+                "call": "simulate",
+                "kwargs": {**run, "checkpoint_dir": str(folder), "checkpoint_every": 2},
+            }
+        ],
+        tmp_path,
+        2,
+        1,
+        "written",
+    )
+    assert [r["run"] for r in written] == [uninterrupted] * 2
+    # Point LATEST at the checkpoint of stage 4 and drop the final one: what a run killed
+    # between its last two checkpoints leaves.
+    final = (folder / "LATEST").read_text().strip()
+    assert final == "ckpt-0000000006"
+    import shutil
+
+    shutil.rmtree(folder / final)
+    (folder / "LATEST").write_text("ckpt-0000000004")
+    for processes, devices in [(1, 1), (1, 2), (2, 1)]:
+        copy = tmp_path / f"ck{processes}{devices}"
+        shutil.copytree(folder, copy)
+        resumed = launch(
+            [{"name": "run", "call": "resume", "kwargs": {"checkpoint_dir": str(copy)}}],
+            tmp_path,
+            processes,
+            devices,
+            f"resumed{processes}{devices}",
+        )
+        assert [r["run"] for r in resumed] == [uninterrupted] * processes
+
+
+def _wait_for(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+#: The worker's heartbeat timeout (seconds), and the slack allowed on a slow machine.
+HEARTBEAT, SLACK = 10, 30
+
+
+@pytest.mark.parametrize("victim", [0, 1], ids=["coordinator", "worker"])
+def test_a_killed_process_stops_the_others_in_time(tmp_path, victim):
+    long_run = {**GAME, **RUN, "num_stages": 100_000, "learner": {"stage_length": 10}}
+    procs, out = start(
+        [{"name": "long", "call": "simulate", "kwargs": long_run}], tmp_path, 2, 1, "kill"
+    )
+    try:
+        for i in range(2):
+            _wait_for(Path(f"{out}.{i}.started"), 120)
+        time.sleep(3)  # into the stages
+        procs[victim].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        survivor = procs[1 - victim]
+        log = survivor.communicate(timeout=HEARTBEAT + SLACK)[0]
+        waited = time.monotonic() - killed_at
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert survivor.returncode != 0
+    assert waited < HEARTBEAT + SLACK
+    assert "another task died" in log
+
+
+def test_a_process_that_never_joins_is_an_error_in_time(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text("[]")
+    env = {**environment(), "JAXSTAGE_TEST_JOIN_TIMEOUT": "5"}
+    command = [sys.executable, str(WORKER), str(job), str(tmp_path / "out"), "0", "2"]
+    started = time.monotonic()
+    done = subprocess.run(
+        [*command, str(free_port()), "1"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert time.monotonic() - started < 5 + SLACK
+    assert "DEADLINE_EXCEEDED" in done.stderr and "RegisterTask" in done.stderr

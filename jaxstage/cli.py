@@ -144,7 +144,9 @@ def _join_distributed(args: argparse.Namespace) -> None:
         heartbeat_timeout=timeout or distributed.DEFAULT_HEARTBEAT_TIMEOUT,
     )
     if not distributed.is_main_process():  # process 0 prints; errors still reach stderr
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        # At the descriptor, so that the runtime's own messages (gloo's) are silenced too.
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:

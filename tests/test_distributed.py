@@ -295,3 +295,57 @@ def test_a_process_that_never_joins_is_an_error_in_time(tmp_path):
     assert done.returncode != 0
     assert time.monotonic() - started < 5 + SLACK
     assert "DEADLINE_EXCEEDED" in done.stderr and "RegisterTask" in done.stderr
+
+
+def _cli(args, port: int, processes: int, cwd: Path):
+    base = [sys.executable, "-m", "jaxstage", *args, "--cpu-devices", "1"]
+    if processes > 1:
+        base += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes)]
+    return [
+        subprocess.Popen(
+            base + (["--process-id", str(i)] if processes > 1 else []),
+            cwd=cwd,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+
+
+def test_the_command_line_runs_over_two_processes_and_process_0_writes(tmp_path):
+    run = ["run", "--agents", "50000", "--stages", "3", "--stage-length", "10", "--no-plot"]
+    outputs = {}
+    for processes in (1, 2):
+        out = f"out{processes}"
+        procs = _cli([*run, "--out", out, "--no-progress"], free_port(), processes, tmp_path)
+        outputs[processes] = [p.communicate(timeout=300) for p in procs]
+        for p, (stdout, stderr) in zip(procs, outputs[processes], strict=True):
+            assert p.returncode == 0, stderr[-3000:]
+    for name in ("results.csv", "summary.json"):
+        one = (tmp_path / "out1" / name).read_bytes()
+        assert (tmp_path / "out2" / name).read_bytes() == one, name
+    config = json.loads((tmp_path / "out2" / "config.json").read_text())["runs"][0]
+    assert config["processes"] == 2 and config["devices"] == 2
+    assert "results written to out2" in outputs[2][0][0]
+    assert outputs[2][1][0] == ""  # process 1 prints nothing
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--coordinator", "127.0.0.1:1234"], "together"),
+        (["--num-processes", "2", "--process-id", "0"], "together"),
+        (["--distributed-timeout", "5"], "needs --coordinator"),
+        (["--distributed", "--process-id", "0"], "leave out"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (["--coordinator", "h:99999", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (["--coordinator", "h:1234", "--num-processes", "2", "--process-id", "2"], "[0, 1]"),
+    ],
+)
+def test_bad_distributed_flags_are_errors_before_joining(flags, message, capsys):
+    from jaxstage.cli import main
+
+    assert main(["run", "--agents", "100", "--stages", "1", *flags]) == 2
+    assert message in capsys.readouterr().err

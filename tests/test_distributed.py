@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,45 +207,32 @@ def test_layouts_give_bitwise_the_same_results(population_reports, layout):
             assert results[name] == expected[name], name
 
 
-def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path):
+SWEEP_ROWS = {"seeds": [1, 2, 3], "explore_prob": [0.05, 0.1, 0.2]}
+
+
+@pytest.mark.parametrize("call", ["simulate", "sweep"])
+def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path, call):
     learner = {"stage_length": 10, "info": "payoffs"}
     run = {**GAME, **RUN, "num_stages": 6, "learner": learner}
-    uninterrupted = launch(
-        [{"name": "run", "call": "simulate", "kwargs": run}], tmp_path, 1, 1, "plain"
-    )[0]["run"]
+    if call == "sweep":
+        run = {**{k: v for k, v in run.items() if k != "seed"}, **SWEEP_ROWS}
+    case = {"name": "run", "call": call, "kwargs": run}
+    uninterrupted = launch([case], tmp_path, 1, 1, "plain")[0]["run"]
     folder = tmp_path / "ck"
-    written = launch(
-        [
-            {
-                "name": "run",
-                "call": "simulate",
-                "kwargs": {**run, "checkpoint_dir": str(folder), "checkpoint_every": 2},
-            }
-        ],
-        tmp_path,
-        2,
-        1,
-        "written",
-    )
+    checkpointed = {**run, "checkpoint_dir": str(folder), "checkpoint_every": 2}
+    written = launch([{**case, "kwargs": checkpointed}], tmp_path, 2, 1, "written")
     assert [r["run"] for r in written] == [uninterrupted] * 2
     # Point LATEST at the checkpoint of stage 4 and drop the final one: what a run killed
     # between its last two checkpoints leaves.
     final = (folder / "LATEST").read_text().strip()
     assert final == "ckpt-0000000006"
-    import shutil
-
     shutil.rmtree(folder / final)
     (folder / "LATEST").write_text("ckpt-0000000004")
     for processes, devices in [(1, 1), (1, 2), (2, 1)]:
         copy = tmp_path / f"ck{processes}{devices}"
         shutil.copytree(folder, copy)
-        resumed = launch(
-            [{"name": "run", "call": "resume", "kwargs": {"checkpoint_dir": str(copy)}}],
-            tmp_path,
-            processes,
-            devices,
-            f"resumed{processes}{devices}",
-        )
+        resume = {"name": "run", "call": "resume", "kwargs": {"checkpoint_dir": str(copy)}}
+        resumed = launch([resume], tmp_path, processes, devices, f"resumed{processes}{devices}")
         assert [r["run"] for r in resumed] == [uninterrupted] * processes
 
 
@@ -321,7 +309,7 @@ def test_the_command_line_runs_over_two_processes_and_process_0_writes(tmp_path)
         out = f"out{processes}"
         procs = _cli([*run, "--out", out, "--no-progress"], free_port(), processes, tmp_path)
         outputs[processes] = [p.communicate(timeout=300) for p in procs]
-        for p, (stdout, stderr) in zip(procs, outputs[processes], strict=True):
+        for p, (_, stderr) in zip(procs, outputs[processes], strict=True):
             assert p.returncode == 0, stderr[-3000:]
     for name in ("results.csv", "summary.json"):
         one = (tmp_path / "out1" / name).read_bytes()

@@ -49,6 +49,8 @@ def run_case(js, case: dict) -> list[str]:
         result = js.resume(kwargs["checkpoint_dir"])
         rows = result if isinstance(result, js.SweepResult) else [result]
         return [digest(row) for row in rows]
+    if case["call"] == "memory_share":  # a limit between one host's share and the whole
+        return [memory_share(js, kwargs)]
     game = js.make_game(kwargs.pop("game"), **kwargs.pop("game_kwargs", {}))
     learner = js.StageLearning(**kwargs.pop("learner", {}))
     call = case["call"]
@@ -57,6 +59,40 @@ def run_case(js, case: dict) -> list[str]:
     if call == "sweep":
         return [digest(row) for row in js.sweep(game, learner, **kwargs)]
     raise ValueError(f"unknown call {call!r}")
+
+
+def memory_share(js, kwargs: dict) -> str:
+    """Whether a run fits under 3/4 of its one-process memory estimate (it does when
+    each of two hosts holds half the shards)."""
+    from jaxstage import plan
+
+    game = js.make_game(kwargs["game"], **kwargs["game_kwargs"])
+    learner = js.StageLearning()
+    n = kwargs["num_agents"]
+    spec = js.Simulation(game, learner, n, 2, block_size=kwargs["block_size"]).spec
+    needed = plan.estimate_memory_bytes(
+        n,
+        game.num_actions,
+        learner,
+        1,
+        spec.kernel,
+        spec.block_size,
+        spec.event_capacity,
+        spec.num_shards,
+        spec=spec,
+    )
+    try:
+        js.Simulation(
+            game,
+            learner,
+            n,
+            2,
+            block_size=kwargs["block_size"],
+            memory_limit_bytes=int(0.75 * needed),
+        )
+    except ValueError as error:
+        return f"refused: {error}"
+    return "fits"
 
 
 def main() -> None:

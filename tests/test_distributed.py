@@ -236,6 +236,14 @@ def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path, cal
         assert [r["run"] for r in resumed] == [uninterrupted] * processes
 
 
+def test_each_host_checks_memory_against_its_own_share(tmp_path):
+    case = {"name": "memory", "call": "memory_share", "kwargs": {**GAME, **RUN}}
+    (one,) = launch([case], tmp_path, 1, 1, "one")[0]["memory"]
+    two = launch([case], tmp_path, 2, 1, "two")
+    assert one.startswith("refused: ") and "use fewer agents" in one
+    assert [r["memory"] for r in two] == [["fits"], ["fits"]]
+
+
 def _wait_for(path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

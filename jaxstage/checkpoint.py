@@ -48,6 +48,9 @@ LATEST = "LATEST"
 MANIFEST = "manifest.json"
 #: The only names jaxstage writes into a checkpoint (and the only ones it removes).
 FILES = frozenset({MANIFEST, "actions.npy", "records.npz", "initial.npy"})
+#: The actions of agents ``[start, stop)`` of a population split over processes, one file
+#: per shard, written by the process holding it (:mod:`jaxstage.checkpoint_parts`).
+PART = re.compile(r"actions\.part-(\d{13})-(\d{13})\.npy")
 _NAME = re.compile(r"ckpt-(\d{10})")
 _STAGING = re.compile(r"\.ckpt-(\d{10})\.partial-(\d+)")
 
@@ -64,7 +67,9 @@ class Checkpoint:
         path: its folder.
         manifest: ``manifest.json``.
         actions: the ``(num_agents,)`` stage actions at ``stage`` (a sweep's
-            ``(rows, num_agents)``).
+            ``(rows, num_agents)``); of a distributed run, an
+            :class:`~jaxstage.checkpoint_parts.ActionParts` that reads them on demand
+            (``np.asarray`` reads them all).
         records: the :class:`~jaxstage.records.StageRecords` from stage 0 to ``stage``.
         schedules: the run's scheduled ``stage_length`` and ``explore_prob`` (float64,
             one per stage of the horizon), to check a resumed learner against.
@@ -73,7 +78,7 @@ class Checkpoint:
 
     path: Path
     manifest: dict[str, Any]
-    actions: np.ndarray
+    actions: Any  # np.ndarray, or checkpoint_parts.ActionParts
     records: StageRecords
     schedules: dict[str, np.ndarray]
     initial: np.ndarray | None
@@ -147,11 +152,15 @@ def _remove_checkpoint(folder: Path) -> None:
         entries = list(os.scandir(folder))
     except OSError:
         return
-    if any(e.name not in FILES or not e.is_file(follow_symlinks=False) for e in entries):
+    if any(not _own_file(e.name) or not e.is_file(follow_symlinks=False) for e in entries):
         return
     for entry in entries:
         os.unlink(entry.path)
     folder.rmdir()
+
+
+def _own_file(name: str) -> bool:
+    return name in FILES or PART.fullmatch(name) is not None
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -190,6 +199,77 @@ def check_folder(folder: str | os.PathLike[str]) -> Path:
     return path
 
 
+def checkpoint_name(stage: int) -> str:
+    return f"ckpt-{stage:010d}"
+
+
+def staging_path(folder: Path, name: str, writer_pid: int) -> Path:
+    """Where the writer of process id ``writer_pid`` stages checkpoint ``name``."""
+    return folder / f".{name}.partial-{writer_pid}"
+
+
+def new_staging(folder: Path, staging: Path) -> None:
+    """An empty staging folder (a previous one of the same writer, interrupted, removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if staging.exists():
+        shutil.rmtree(staging)  # this process's own, from an interrupted call
+    staging.mkdir()
+
+
+def finish_staging(
+    folder: Path,
+    staging: Path,
+    name: str,
+    *,
+    manifest: dict[str, Any],
+    records: StageRecords,
+    schedules: dict[str, np.ndarray],
+    initial: np.ndarray | None,
+    digests: dict[str, str] | None = None,
+) -> Path:
+    """Write the records, schedules, initial actions and manifest into ``staging``
+    (which holds the actions already) and rename it into place; ``digests`` are the
+    sha256 of files other processes wrote (not read again here)."""
+    arrays = _flatten_records(records)
+    arrays.update({f"schedule.{k}": np.asarray(v) for k, v in schedules.items()})
+    _write(staging / "records.npz", lambda f: np.savez(f, **arrays))
+    if initial is not None:
+        _write(staging / "initial.npy", lambda f: np.save(f, np.asarray(initial)))
+    digests = dict(digests or {})
+    files = sorted(p.name for p in staging.iterdir())
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stage": records.last_stage,
+        "first_stage": records.first_stage,
+        "seed": np.asarray(records.seed).tolist(),  # a sweep's: one per row
+        "batched": records.batched,
+        **manifest,
+        "files": {file: digests.get(file) or _sha256(staging / file) for file in files},
+    }
+    text = json.dumps(full, indent=1, sort_keys=True).encode()
+    _write(staging / MANIFEST, lambda f: f.write(text))
+    _fsync_folder(staging)
+    target = folder / name
+    if target.exists():  # the same stage again (a replay): the same bits
+        _remove_checkpoint(target)
+    os.replace(staging, target)
+    return target
+
+
+def publish(folder: Path, name: str, keep: int) -> None:
+    """Name checkpoint ``name`` in ``LATEST`` (atomically), then remove all but the newest
+    ``keep`` checkpoints and the staging folders of dead writers."""
+    pointer = folder / f".{LATEST}.partial-{os.getpid()}"
+    _write(pointer, lambda f: f.write(f"{name}\n".encode()))
+    os.replace(pointer, folder / LATEST)
+    _fsync_folder(folder)
+    for old in _checkpoints(folder)[:-keep] if keep > 0 else []:
+        if old.name != name:
+            _remove_checkpoint(old)
+    _remove_dead_staging(folder)
+
+
 def save(
     folder: str | os.PathLike[str],
     *,
@@ -204,52 +284,29 @@ def save(
     ``LATEST``; then remove all but the newest ``keep`` checkpoints.
 
     ``manifest`` is what the run records (JSON-friendly); the format, stage, seed and
-    file digests are added here. Returns the checkpoint's path.
+    file digests are added here. Returns the checkpoint's path. (A population split over
+    the processes of a distributed run is saved by
+    :func:`jaxstage.checkpoint_parts.save_parts`, each process its own shards.)
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stage = records.last_stage
-    name = f"ckpt-{stage:010d}"
-    staging = folder / f".{name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)  # this process's own, from an interrupted call
-    staging.mkdir()
+    name = checkpoint_name(records.last_stage)
+    staging = staging_path(folder, name, os.getpid())
+    new_staging(folder, staging)
     try:
         _write(staging / "actions.npy", lambda f: np.save(f, np.asarray(actions)))
-        arrays = _flatten_records(records)
-        arrays.update({f"schedule.{k}": np.asarray(v) for k, v in schedules.items()})
-        _write(staging / "records.npz", lambda f: np.savez(f, **arrays))
-        if initial is not None:
-            _write(staging / "initial.npy", lambda f: np.save(f, np.asarray(initial)))
-        files = sorted(p.name for p in staging.iterdir())
-        full = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "stage": stage,
-            "first_stage": records.first_stage,
-            "seed": np.asarray(records.seed).tolist(),  # a sweep's: one per row
-            "batched": records.batched,
-            **manifest,
-            "files": {file: _sha256(staging / file) for file in files},
-        }
-        text = json.dumps(full, indent=1, sort_keys=True).encode()
-        _write(staging / MANIFEST, lambda f: f.write(text))
-        _fsync_folder(staging)
-        target = folder / name
-        if target.exists():  # the same stage again (a replay): the same bits
-            _remove_checkpoint(target)
-        os.replace(staging, target)
+        target = finish_staging(
+            folder,
+            staging,
+            name,
+            manifest=manifest,
+            records=records,
+            schedules=schedules,
+            initial=initial,
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    pointer = folder / f".{LATEST}.partial-{os.getpid()}"
-    _write(pointer, lambda f: f.write(f"{name}\n".encode()))
-    os.replace(pointer, folder / LATEST)
-    _fsync_folder(folder)
-    for old in _checkpoints(folder)[:-keep] if keep > 0 else []:
-        if old.name != name:
-            _remove_checkpoint(old)
-    _remove_dead_staging(folder)
+    publish(folder, name, keep)
     return target
 
 
@@ -323,10 +380,18 @@ def load(folder: str | os.PathLike[str]) -> Checkpoint:
             f"{path} has checkpoint format {manifest.get('format_version')}; this jaxstage "
             f"reads format {FORMAT_VERSION}"
         )
+    parted = "actions_parts" in manifest
     for file, digest in manifest["files"].items():
+        if parted and PART.fullmatch(file):
+            continue  # each process checks the parts it reads (checkpoint_parts)
         if not (path / file).is_file() or _sha256(path / file) != digest:
             raise CheckpointError(f"{path / file} is missing or does not match its manifest")
-    actions = np.load(path / "actions.npy", allow_pickle=False)
+    if parted:
+        from jaxstage.checkpoint_parts import ActionParts
+
+        actions = ActionParts.of_checkpoint(path, manifest)
+    else:
+        actions = np.load(path / "actions.npy", allow_pickle=False)
     with np.load(path / "records.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     batched = bool(manifest.get("batched", False))

@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import pickle
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -47,8 +49,10 @@ __all__ = [
     "mesh_devices",
     "local_share",
     "agreed_min",
+    "allgather_objects",
     "host_array",
     "global_array",
+    "spans_processes",
     "barrier",
 ]
 
@@ -231,6 +235,21 @@ def agreed_min(value: int) -> int:
     return int(values.min())
 
 
+def allgather_objects(value: Any) -> list[Any]:
+    """Every process's ``value`` (picklable), in process order: a collective."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(pickle.dumps(value), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [
+        pickle.loads(gathered[i, : int(size)].tobytes())  # noqa: S301 - our own processes
+        for i, size in enumerate(sizes.reshape(-1))
+    ]
+
+
 def host_array(array) -> np.ndarray:
     """``array`` as a NumPy array on this host: gathered from every process when some of
     its shards live on other processes (a collective then: every process must call it)."""
@@ -241,6 +260,13 @@ def host_array(array) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def spans_processes(sharding: jax.sharding.Sharding | None) -> bool:
+    """Whether ``sharding`` puts data on devices of other processes."""
+    if sharding is None or jax.process_count() == 1:
+        return False
+    return any(device.process_index != jax.process_index() for device in sharding.device_set)
 
 
 def global_array(host: np.ndarray, sharding: jax.sharding.Sharding | None) -> jax.Array:

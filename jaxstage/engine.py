@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import distributed, fast, kernels, plan
+from jaxstage import checkpoint_parts, distributed, fast, kernels, plan
 from jaxstage._validation import check_int
 from jaxstage.finiteness import check_metrics, check_stages
 from jaxstage.games import AnonymousGame, Params
@@ -533,29 +533,28 @@ class Simulation:
         padded to this simulation's blocks (padding agents are never counted, and no
         agent's numbers depend on them) and put on its devices."""
         n = self.options.num_agents
-        actions = np.asarray(actions)
-        if actions.shape != (n,):
-            raise ValueError(f"actions must have shape ({n},), got {actions.shape}")
+        if tuple(np.shape(actions)) != (n,):
+            raise ValueError(f"actions must have shape ({n},), got {tuple(np.shape(actions))}")
         stage = check_int(stage, "stage", low=0, high=self.num_stages)
+        sharding = fast.actions_sharding(self.spec, ndim=1)
         if self.spec.kernel == "fast":
             dtype = fast.action_dtype(self.game.num_actions)
-            padded = np.zeros(self.spec.padded_agents, dtype)
-            padded[:n] = actions
-            actions, key = padded, np.asarray(key, np.uint32).reshape(())
+            key = np.asarray(key, np.uint32).reshape(())
+            if distributed.spans_processes(sharding):  # each process reads its own shards
+                placed = checkpoint_parts.placed(actions, self.spec.padded_agents, sharding, dtype)
+            else:
+                padded = np.zeros(self.spec.padded_agents, dtype)
+                padded[:n] = np.asarray(actions)
+                placed = distributed.global_array(padded, sharding)
         else:
-            actions, key = actions.astype(np.int32), np.asarray(key, np.uint32).reshape(2)
-        return SimulationState(
-            self._placed(actions), np.int32(stage), np.uint32(seed), jnp.asarray(key), metrics
-        )
+            key = np.asarray(key, np.uint32).reshape(2)
+            placed = jnp.asarray(np.asarray(actions).astype(np.int32))
+        return SimulationState(placed, np.int32(stage), np.uint32(seed), jnp.asarray(key), metrics)
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
         """The ``(num_agents,)`` int32 stage actions of ``state`` (padding dropped)."""
         actions = distributed.host_array(state.actions)
         return actions[: self.options.num_agents].astype(np.int32)
-
-    def _placed(self, actions: np.ndarray) -> jax.Array:
-        """Host actions laid out as the programs hold them (split over the processes)."""
-        return distributed.global_array(actions, fast.actions_sharding(self.spec, ndim=1))
 
 
 def advance_to_horizon(

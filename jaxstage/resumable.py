@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxstage import checkpoint, distributed
+from jaxstage import checkpoint, checkpoint_parts, distributed
 from jaxstage._validation import check_int
 from jaxstage.engine import Simulation, SimulationState, run_config, run_to_end, versions
 from jaxstage.games import GAMES, AnonymousGame, make_game
@@ -107,10 +107,30 @@ def _writer(run: Run, state: SimulationState, folder: Path, every: int, extra: d
     manifest = _manifest(run, state, every, keep, extra)
     schedules = _schedules(run)
     _, initial = _arguments(run)
+    num_agents = run.options[0].num_agents if isinstance(run, Sweep) else run.options.num_agents
+    # Process 0's pid names the staging folder every process writes its parts into.
+    writer_pid = os.getpid()
+    if distributed.process_count() > 1:
+        writer_pid = distributed.allgather_objects(writer_pid)[0]
 
     def write(state: SimulationState, records: StageRecords) -> None:
-        # Every process gathers the actions (a collective); process 0 alone writes them,
-        # and the others wait, so that none reads a checkpoint it has not finished.
+        if checkpoint_parts.is_split_over_processes(state.actions):
+            checkpoint_parts.save_parts(
+                folder,
+                manifest=manifest,
+                actions=state.actions,
+                num_agents=num_agents,
+                dtype=state.actions.dtype,
+                records=records,
+                schedules=schedules,
+                initial=initial,
+                keep=keep,
+                writer_pid=writer_pid,
+            )
+            distributed.barrier(f"jaxstage-checkpoint-{records.last_stage}")
+            return
+        # One copy of the population on every process: process 0 alone writes it, and
+        # the others wait, so that none reads a checkpoint it has not finished.
         actions = run.final_actions(state).astype(state.actions.dtype)
         if distributed.is_main_process():
             checkpoint.save(
@@ -122,7 +142,7 @@ def _writer(run: Run, state: SimulationState, folder: Path, every: int, extra: d
                 initial=initial,
                 keep=keep,
             )
-        distributed.barrier(f"jaxstage-checkpoint-{records.first_stage + records.num_stages}")
+        distributed.barrier(f"jaxstage-checkpoint-{records.last_stage}")
 
     return write
 

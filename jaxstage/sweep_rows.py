@@ -12,11 +12,7 @@ sweep first (the path is chosen from every row), then each process plans only it
 
 from __future__ import annotations
 
-import pickle
-from typing import Any
-
 import jax
-import numpy as np
 
 from jaxstage import distributed
 from jaxstage.engine import run_to_end
@@ -58,21 +54,6 @@ def row_share(num_rows: int, process: int, processes: int) -> range:
     return range(process * num_rows // processes, (process + 1) * num_rows // processes)
 
 
-def allgather_objects(value: Any) -> list[Any]:
-    """Every process's ``value`` (picklable), in process order: a collective."""
-    from jax.experimental import multihost_utils
-
-    data = np.frombuffer(pickle.dumps(value), np.uint8)
-    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
-    padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[: data.size] = data
-    gathered = np.asarray(multihost_utils.process_allgather(padded))
-    return [
-        pickle.loads(gathered[i, : int(size)].tobytes())  # noqa: S301 - our own processes
-        for i, size in enumerate(sizes.reshape(-1))
-    ]
-
-
 def sweep_rows_over_processes(
     whole: Sweep, *, progress: bool, memory_limit_bytes: int | None, block_size, devices
 ) -> SweepResult:
@@ -100,7 +81,7 @@ def sweep_rows_over_processes(
                 mine.pipeline, mine.init(), progress=progress, restart=lambda: (mine.init(), None)
             )
             runs = mine.result(records).runs
-    gathered = allgather_objects(runs)
+    gathered = distributed.allgather_objects(runs)
     return SweepResult([run for process_runs in gathered for run in process_runs])
 
 

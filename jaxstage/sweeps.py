@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import distributed, fast, plan
+from jaxstage import checkpoint_parts, distributed, fast, plan
 from jaxstage._validation import check_int
 from jaxstage.engine import (
     Pipeline,
@@ -309,27 +309,25 @@ class Sweep:
         """The state of ``(rows, num_agents)`` stage ``actions`` at ``stage`` (a
         checkpoint's), padded to this sweep's blocks and put on its devices."""
         n = self.options[0].num_agents
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_rows, n):
-            raise ValueError(f"actions must have shape ({self.num_rows}, {n}), got {actions.shape}")
+        shape = tuple(np.shape(actions))
+        if shape != (self.num_rows, n):
+            raise ValueError(f"actions must have shape ({self.num_rows}, {n}), got {shape}")
         stage = check_int(stage, "stage", low=0, high=self.num_stages)
+        sharding = fast.actions_sharding(self.spec, ndim=2)
         if self.spec.kernel == "fast":
             dtype = fast.action_dtype(self.game.num_actions)
-            padded = np.zeros((self.num_rows, self.spec.padded_agents), dtype)
-            padded[:, :n] = actions
-            actions = padded
             key = np.asarray(key, np.uint32).reshape(self.num_rows)
+            if distributed.spans_processes(sharding):  # each process reads its own shards
+                placed = checkpoint_parts.placed(actions, self.spec.padded_agents, sharding, dtype)
+            else:
+                padded = np.zeros((self.num_rows, self.spec.padded_agents), dtype)
+                padded[:, :n] = np.asarray(actions)
+                placed = distributed.global_array(padded, sharding)
         else:
-            actions = actions.astype(np.int32)
+            placed = jnp.asarray(np.asarray(actions).astype(np.int32))
             key = np.asarray(key, np.uint32).reshape(self.num_rows, 2)
         seed = np.asarray(seed, np.uint32).reshape(self.num_rows)
-        return SimulationState(
-            distributed.global_array(actions, fast.actions_sharding(self.spec, ndim=2)),
-            np.int32(stage),
-            seed,
-            jnp.asarray(key),
-            metrics,
-        )
+        return SimulationState(placed, np.int32(stage), seed, jnp.asarray(key), metrics)
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
         """The ``(rows, num_agents)`` int32 stage actions of ``state`` (padding dropped)."""

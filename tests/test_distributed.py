@@ -226,6 +226,11 @@ def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path, cal
     # between its last two checkpoints leaves.
     final = (folder / "LATEST").read_text().strip()
     assert final == "ckpt-0000000006"
+    # Each process wrote its own shards: no process gathered the population.
+    parts = sorted(p.name for p in (folder / final).glob("actions.part-*.npy"))
+    manifest = json.loads((folder / final / "manifest.json").read_text())
+    assert len(parts) == 2 and manifest["actions_parts"] == parts
+    assert not (folder / final / "actions.npy").exists()
     shutil.rmtree(folder / final)
     (folder / "LATEST").write_text("ckpt-0000000004")
     for processes, devices in [(1, 1), (1, 2), (2, 1)]:
@@ -234,6 +239,14 @@ def test_a_distributed_checkpoint_resumes_on_another_process_count(tmp_path, cal
         resume = {"name": "run", "call": "resume", "kwargs": {"checkpoint_dir": str(copy)}}
         resumed = launch([resume], tmp_path, processes, devices, f"resumed{processes}{devices}")
         assert [r["run"] for r in resumed] == [uninterrupted] * processes
+    # A damaged part is refused by whichever process reads it.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    part = sorted((damaged / "ckpt-0000000004").glob("actions.part-*.npy"))[-1]
+    part.write_bytes(part.read_bytes()[:-1] + b"\x07")
+    resume = {"name": "run", "call": "resume", "kwargs": {"checkpoint_dir": str(damaged)}}
+    (refused,) = [r["run"] for r in launch([resume], tmp_path, 1, 1, "damaged")]
+    assert refused.startswith("error: CheckpointError") and "does not match" in refused
 
 
 def test_each_host_checks_memory_against_its_own_share(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from jaxstage.cli_config import out_folder
 
@@ -29,7 +30,9 @@ def parse_claims(text: str) -> list[str]:
 
 def cmd_study(args: argparse.Namespace) -> int:
     """``jaxstage study``: write a definition, or run a (selected) study into a folder."""
+    from jaxstage import distributed
     from jaxstage import study as st
+    from jaxstage.study.processes import on_main
 
     mode = "quick" if args.quick else "full"
     if args.write_definition is not None:
@@ -55,7 +58,9 @@ def cmd_study(args: argparse.Namespace) -> int:
                 f"--write-definition copies a built-in definition (--quick or --full) and "
                 f"runs nothing; it takes none of {', '.join(given)}"
             )
-        written = st.write_definition(mode, args.write_definition)
+        # Process 0 writes the file (never replaced: a second writer would be refused).
+        on_main(lambda: st.write_definition(mode, args.write_definition), "write the definition")
+        written = Path(args.write_definition)
         print(
             f"wrote the {mode} study definition to {written}; edit it, then run "
             f"'jaxstage study --definition {written}'"
@@ -74,13 +79,15 @@ def cmd_study(args: argparse.Namespace) -> int:
     chosen.validate()
     default_out = STUDY_OUT[mode] if args.definition is None else f"results/study-{base.name}"
     out = out_folder(args.out, default_out)
-    st.check_study_folder(out, overwrite=args.overwrite)
+    # Process 0 checks (the check makes a probe folder); a refusal stops every process.
+    on_main(lambda: st.check_study_folder(out, overwrite=args.overwrite), "check --out")
     sweeps = sum(len(st.sweep_keys(e)) for e in chosen.experiments)
-    print(
-        f"study {base.name}: {len(chosen.experiments)} experiments, {sweeps} sweeps of "
-        f"{chosen.seeds} seeds; writing {out}",
-        file=sys.stderr,
-    )
+    if distributed.is_main_process():  # stderr: the others' is kept, for their errors
+        print(
+            f"study {base.name}: {len(chosen.experiments)} experiments, {sweeps} sweeps of "
+            f"{chosen.seeds} seeds; writing {out}",
+            file=sys.stderr,
+        )
     folder = st.run_study(
         chosen,
         out,
@@ -91,6 +98,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         command=" ".join(["jaxstage", "study"] + list(args.argv_rest)),
     )
+    if not distributed.is_main_process():  # process 0 reports
+        return 0
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     print(f"wrote {folder} in {config['wall_seconds']:.0f} s (see {folder / 'summary.md'})")
     return 0

@@ -47,7 +47,8 @@ The modules, one idea each: :mod:`~jaxstage.study.definition` (the types, their 
 :mod:`~jaxstage.study.journal` (resume and reuse), :mod:`~jaxstage.study.tables` (derived
 tables), :mod:`~jaxstage.study.report` (``summary.md``), :mod:`~jaxstage.study.plots` and
 :mod:`~jaxstage.study.output` (the folder and its atomic write, through
-:mod:`jaxstage.folders`).
+:mod:`jaxstage.folders`), :mod:`~jaxstage.study.processes` (a study over several
+processes: only process 0 writes).
 """
 
 from jaxstage.study.definition import (

@@ -35,6 +35,8 @@ __all__ = [
     "check_journal_folder",
     "remove_journal",
     "open_journal",
+    "journal_entries",
+    "append_entry",
     "reusable_sweeps",
 ]
 
@@ -110,8 +112,32 @@ def remove_journal(partial: Path) -> None:
         )
 
 
+def journal_entries(journal: Path) -> dict[str, dict[str, Any]]:
+    """The whole entries of the journal file ``journal``, by sweep, up to the first line
+    cut short by an interruption (that sweep is run again)."""
+    done: dict[str, dict[str, Any]] = {}
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[entry["sweep"]] = entry
+    return done
+
+
+def append_entry(journal: Path, entry: dict[str, Any]) -> None:
+    """Append one finished sweep to the journal file, on disk before it returns."""
+    with open(journal, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
     """The partial folder's journal, and the sweeps it already holds (``resume``).
+
+    It may rewrite, remove or make the journal: in a run of several processes only
+    process 0 calls it; the others then read the journal (:func:`journal_entries`).
 
     Raises:
         ValueError: a partial folder exists and neither ``resume`` nor ``overwrite`` is
@@ -130,12 +156,7 @@ def open_journal(study: Study, folder: Path, *, resume: bool, overwrite: bool):
                     f"cannot resume from {str(partial)!r}: it was written by a different "
                     f"study definition (or is damaged); pass --overwrite to start again"
                 )
-            for line in journal.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut short by an interruption: the sweep is run again
-                done[entry["sweep"]] = entry
+            done = journal_entries(journal)
             # Keep only whole entries: new ones must not be appended to a cut-short line.
             entries = "".join(json.dumps(entry, default=str) + "\n" for entry in done.values())
             journal.write_text(entries, encoding="utf-8")

@@ -96,6 +96,8 @@ def check_study_folder(folder: str | os.PathLike[str], *, overwrite: bool = Fals
     Besides the folder itself, its journal folder (:func:`partial_folder`) is checked:
     when it exists it must be one jaxstage made (:func:`check_journal_folder`), and the
     place where it is made must be writable, so no mistake surfaces after hours of sweeps.
+    That proof makes (and removes) a probe folder: in a run of several processes, only
+    process 0 calls it (:func:`~jaxstage.study.processes.on_main`).
 
     Raises:
         ValueError: ``folder`` is empty, ``.`` or ``..``, a file or a link to nothing; or a

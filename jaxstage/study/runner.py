@@ -18,12 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxstage import checkpoint
+from jaxstage import checkpoint, distributed, folders
 from jaxstage._validation import check_int
 from jaxstage.resumable import run_with_checkpoints
 from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
 from jaxstage.study.journal import (
     SWEEP_CHECKPOINTS,
+    append_entry,
+    journal_entries,
     open_journal,
     partial_folder,
     remove_journal,
@@ -32,6 +34,7 @@ from jaxstage.study.journal import (
 )
 from jaxstage.study.measures import br_reference, study_convergence
 from jaxstage.study.output import check_study_folder, write_study
+from jaxstage.study.processes import agreed, on_main
 from jaxstage.tables import plain_number
 
 __all__ = ["sweep_result", "run_sweep", "run_experiment", "run_study", "SweepCheckpoints"]
@@ -81,20 +84,22 @@ def sweep_result(
         "delta": exp.delta,
         "kernel": kernel,
     }
-    if checkpoints is not None and checkpoints.holds(sweep_id(exp, variant, n, tau)):
+    if checkpoints is not None and checkpoints.held(sweep_id(exp, variant, n, tau)):
         try:
             return game, js.resume(checkpoints.folder, game=game, learner=learner), *rows
         except checkpoint.CheckpointError as error:  # damaged, or other versions
-            warnings.warn(
-                f"the checkpoints of sweep {sweep_id(exp, variant, n, tau)} cannot be "
-                f"resumed ({error}); the sweep is run again from its start",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if distributed.is_main_process():
+                warnings.warn(
+                    f"the checkpoints of sweep {sweep_id(exp, variant, n, tau)} cannot be "
+                    f"resumed ({error}); the sweep is run again from its start",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
     if checkpoints is None or not checkpoints.wanted(n * len(row_seeds)):
         result = js.sweep(game, learner, n, exp.stages(tau), **options)
     else:
-        checkpoints.clear()
+        # Process 0 removes stale checkpoints; the others wait, then all check the folder.
+        on_main(checkpoints.clear, "clear the sweep checkpoints")
         batch = js.Sweep(game, learner, n, exp.stages(tau), **options)
         every = checkpoints.every or math.ceil(batch.num_stages / 10)
         result = run_with_checkpoints(
@@ -132,8 +137,14 @@ class SweepCheckpoints:
             return False
         return manifest.get("extra", {}).get("study_sweep") == key
 
+    def held(self, key: str) -> bool:
+        """:meth:`holds` as every process agrees (a collective): all resume the sweep, or
+        none, even should one process not see the folder as the others do."""
+        return distributed.agreed_min(int(self.holds(key))) == 1
+
     def clear(self) -> None:
-        """Remove the checkpoints (only checkpoint files: :func:`jaxstage.checkpoint.remove`)."""
+        """Remove the checkpoints (only checkpoint files: :func:`jaxstage.checkpoint.remove`).
+        In a run of several processes, call it on process 0 only (:func:`on_main`)."""
         checkpoint.remove(self.folder)
 
 
@@ -157,7 +168,7 @@ def run_experiment(
         more_runs, more_series, seconds = run_sweep(exp, variant, n, tau, seeds, kernel=kernel)
         runs.extend(more_runs)
         series.extend(more_series)
-        if on_sweep is not None:
+        if on_sweep is not None and distributed.is_main_process():
             on_sweep(f"{exp.name} {variant.label} n={n:,} tau={tau}: {seconds:.1f} s")
     return runs, series
 
@@ -284,15 +295,22 @@ def run_study(
     :data:`CHECKPOINTED_AGENTS` agents over its rows; ``0``: no checkpoints), so a study
     killed in the middle of a sweep resumes that sweep from its last checkpoint,
     bitwise, instead of from its start.
+
+    In a run of several processes (:mod:`jaxstage.distributed`) every process calls it
+    with the same arguments and runs every sweep with the others, but only process 0
+    checks and writes files (the folder, the journal, the sweep checkpoints) and shows
+    progress; the others wait for each write before they go on
+    (:mod:`jaxstage.study.processes`), and a refusal on process 0 stops them all. The
+    tables are bitwise those of one process (but for ``sweep_seconds``).
     """
     from tqdm.auto import tqdm
 
     study.validate()
     if checkpoint_every is not None:
         check_int(checkpoint_every, "checkpoint_every", low=0, high=2**31 - 1)
-    folder = check_study_folder(folder, overwrite=overwrite)
-    reusable = reusable_sweeps(study, reuse)
-    journal, done = open_journal(study, folder, resume=resume, overwrite=overwrite)
+    folder, reusable, journal, done = _open_study(
+        study, folder, overwrite=overwrite, resume=resume, reuse=reuse
+    )
     command = command or " ".join(["jaxstage"] + sys.argv[1:])
     started = time.perf_counter()
     earlier_seconds = sum(entry["seconds"] for entry in done.values() if "reused_from" not in entry)
@@ -304,7 +322,8 @@ def run_study(
     if checkpoint_every != 0:
         folder_of = partial_folder(folder) / SWEEP_CHECKPOINTS
         checkpoints = SweepCheckpoints(folder_of, checkpoint_every)
-    with tqdm(total=len(keys), unit="sweep", disable=not progress, desc=study.name) as bar:
+    shown = progress and distributed.is_main_process()
+    with tqdm(total=len(keys), unit="sweep", disable=not shown, desc=study.name) as bar:
         for exp, variant, n, tau in keys:
             key_id = sweep_id(exp, variant, n, tau)
             if key_id in done:
@@ -322,28 +341,73 @@ def run_study(
                         "runs": more_runs,
                         "series": more_series,
                     }
-                with open(journal, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(entry, default=str) + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                if checkpoints is not None:  # journalled: its checkpoints are done with
-                    checkpoints.clear()
+                on_main(
+                    lambda entry=entry: _journal(journal, entry, checkpoints), "journal the sweep"
+                )
             runs.extend(entry["runs"])
             series.extend(entry["series"])
             bar.update(1)
             bar.set_postfix_str(f"{exp.name} {variant.label} n={n:,} tau={tau}"[:60])
             if "reused_from" in entry:
                 reused.append(entry)
-    written = write_study(
-        folder,
-        study,
-        runs,
-        series,
-        wall_seconds=earlier_seconds + time.perf_counter() - started,
-        command=command,
-        overwrite=overwrite,
-        plots=plots,
-        reused=reused,
-    )
-    remove_journal(partial_folder(folder))  # the journal files only, never anything else
-    return written
+    wall_seconds = earlier_seconds + time.perf_counter() - started
+
+    def finish() -> None:
+        write_study(
+            folder,
+            study,
+            runs,
+            series,
+            wall_seconds=wall_seconds,
+            command=command,
+            overwrite=overwrite,
+            plots=plots,
+            reused=reused,
+        )
+        remove_journal(partial_folder(folder))  # the journal files only, never anything else
+
+    # Every process returns once the folder is complete, so any of them may read it.
+    on_main(finish, "write the study folder")
+    return Path(folder)
+
+
+def _journal(journal: Path, entry: dict[str, Any], checkpoints: SweepCheckpoints | None) -> None:
+    """Journal a finished sweep; its checkpoints are then done with (process 0 only)."""
+    append_entry(journal, entry)
+    if checkpoints is not None:
+        checkpoints.clear()
+
+
+def _open_study(
+    study: Study,
+    folder: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    resume: bool,
+    reuse: Sequence[str | os.PathLike[str]],
+) -> tuple[Path, dict[str, dict], Path, dict[str, dict]]:
+    """Check the study folder, find the reusable sweeps and open the journal:
+    ``(folder, reusable, journal, journalled sweeps)``.
+
+    Process 0 checks and writes (the checks make probe folders, the journal is rewritten
+    or made); once it has, the others read what it found from the same files, so every
+    process runs the same sweeps."""
+
+    def start() -> tuple[Path, dict[str, dict], Path, dict[str, dict]]:
+        path = check_study_folder(folder, overwrite=overwrite)
+        reusable = reusable_sweeps(study, reuse)
+        journal, done = open_journal(study, path, resume=resume, overwrite=overwrite)
+        return path, reusable, journal, done
+
+    if distributed.process_count() == 1:
+        return start()
+    opened = on_main(start, "check and open the study folder")
+
+    def read() -> tuple[Path, dict[str, dict], Path, dict[str, dict]]:
+        if opened is not None:
+            return opened
+        path = folders.folder_path(folder)
+        journal = partial_folder(path) / "sweeps.jsonl"
+        return path, reusable_sweeps(study, reuse), journal, journal_entries(journal)
+
+    return agreed(read, "read the study journal")

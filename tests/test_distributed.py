@@ -26,6 +26,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -358,3 +367,38 @@ def test_bad_distributed_flags_are_errors_before_joining(flags, message, capsys)
 
     assert main(["run", "--agents", "100", "--stages", "1", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_distributed_detects_a_slurm_job(tmp_path):
+    """``--distributed`` under SLURM's environment (faked here on loopback: the job's
+    first node is 127.0.0.1; JAX takes the port from the job id)."""
+    port = next(p for p in range(61440 + os.getpid() % 4000, 65536) if _port_is_free(p))
+    run = ["run", "--agents", "50000", "--stages", "2", "--stage-length", "10", "--no-plot"]
+    outputs = []
+    procs = []
+    for i in range(2):
+        env = {
+            **environment(),
+            "SLURM_JOB_ID": str(port - 61440 + 4096 * 7),  # JAX: port = id % 4096 + 61440
+            "SLURM_STEP_NODELIST": "127.0.0.1",
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(i),
+            "SLURM_LOCALID": str(i),
+        }
+        command = [sys.executable, "-m", "jaxstage", *run, "--out", "slurm", "--no-progress"]
+        procs.append(
+            subprocess.Popen(
+                [*command, "--cpu-devices", "1", "--distributed"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    config = json.loads((tmp_path / "slurm" / "config.json").read_text())["runs"][0]
+    assert config["processes"] == 2
+    assert "results written to slurm" in outputs[0][0]

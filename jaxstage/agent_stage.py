@@ -47,7 +47,6 @@ from jaxstage import distributed, fast
 from jaxstage import events as ev
 from jaxstage import fast_blocks as fb
 from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates, clip_and_renormalise
-from jaxstage.exact_sum import pairwise_sum
 from jaxstage.fast_pass2 import own_estimates
 from jaxstage.finiteness import with_published_check
 from jaxstage.metrics import deviation_payoffs
@@ -309,7 +308,7 @@ def own_sums(
         explored, explored_counts = jnp.stack(explored), jnp.stack(explored_counts)
 
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
-    stage_totals = pairwise_sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
+    stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
     noise = crng.normal(crng.stream_key(seed, stage, fb.OWN_NOISE_STREAM), stream.index)
     own_sum = (

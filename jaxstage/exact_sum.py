@@ -50,7 +50,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Layout", "Scale", "layout", "scale", "to_limbs", "from_limbs", "pairwise_sum"]
+__all__ = ["Layout", "Scale", "layout", "scale", "to_limbs", "from_limbs"]
 
 _INT32_MAX = 2**31 - 1
 #: Bits of a float32 significand: the quantisation error is held below ``2**-24`` of the
@@ -151,24 +151,3 @@ def from_limbs(sums: jax.Array, grid: Scale) -> jax.Array:
     for limb in reversed(limbs[:-1]):
         value = limb.astype(jnp.float32) + value * (1.0 / width)
     return value * grid.top_weight
-
-
-def pairwise_sum(values: jax.Array, axis: int = 0) -> jax.Array:
-    """The sum over ``axis`` by one fixed binary tree, ``((v0 + v1) + (v2 + v3)) + ...``,
-    with the axis padded by zeros to a power of two.
-
-    Its bits do not depend on how many zeros follow the terms (a subtree of zeros sums to
-    zero, and ``x + 0 == x``; a ``-0.0`` result becomes ``+0.0``): a sum over a stage's
-    rounds gives the same float32 whatever the length of the round buffer, which depends
-    on the longest stage of a sweep's rows. ``jnp.sum`` leaves the tree to XLA, which
-    picks it by the length.
-    """
-    values = jnp.moveaxis(values, axis, 0)
-    length = values.shape[0]
-    size = 1 << max(0, (length - 1).bit_length())
-    if size != length:
-        pad = jnp.zeros((size - length, *values.shape[1:]), values.dtype)
-        values = jnp.concatenate([values, pad])
-    while values.shape[0] > 1:
-        values = values[0::2] + values[1::2]
-    return values[0] + jnp.zeros((), values.dtype)

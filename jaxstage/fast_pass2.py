@@ -20,7 +20,6 @@ from jaxstage import counter_rng as crng
 from jaxstage import events as ev
 from jaxstage import exact_sum
 from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, mean_or_unavailable
-from jaxstage.exact_sum import pairwise_sum
 from jaxstage.fast_blocks import (
     EXPLORE_STREAM,
     OWN_NOISE_STREAM,
@@ -168,7 +167,7 @@ def event_own_sums(
     )
     sums, counts = sums.reshape(k, columns), counts.reshape(k, columns)
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
-    stage_totals = pairwise_sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
+    stage_totals = jnp.sum(jnp.where(in_stage, round_payoffs, 0.0), axis=0)  # (T, k)
     stayed = stage_length - missing
 
     def stage_action_sum():

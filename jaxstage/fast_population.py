@@ -24,7 +24,6 @@ from jaxstage.decisions import (
     clip_and_renormalise,
     mean_or_unavailable,
 )
-from jaxstage.exact_sum import pairwise_sum
 from jaxstage.fast_blocks import (
     INFO_NOISE_STREAM,
     POP_NOISE_STREAM,
@@ -101,9 +100,7 @@ def stage_population(
     population_noise = crng.normal(
         crng.stream_key(seed, stage, POP_NOISE_STREAM), jnp.arange(k, dtype=jnp.uint32)
     )
-    terms = jnp.where(in_stage, counts_by_round * round_payoffs, 0.0)
-    # One tree over the rounds whatever the round buffer's length (a sweep's longest stage).
-    action_sums = jnp.sum(pairwise_sum(terms, axis=0), axis=0)
+    action_sums = jnp.sum(jnp.where(in_stage, counts_by_round * round_payoffs, 0.0), axis=(0, 1))
     action_sums = (
         action_sums + params.game["noise_std"] * jnp.sqrt(action_counts) * population_noise
     )

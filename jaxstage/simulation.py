@@ -173,7 +173,10 @@ def sweep(
     list has ``B`` entries or one (broadcast). Row ``i`` equals
     ``simulate(..., seed=seeds[i])`` with the parameters of row ``i`` and the sweep's
     exploration path (``fast_path=result[i].config["fast_path"]``: the fast kernel takes
-    one path for all rows, chosen from the platform and their mean stage length); the
+    one path for all rows, chosen from the platform and their mean stage length), except,
+    when the rows' longest stage lengths differ, in the last bit of sums over a stage's
+    rounds (the realised mean payoff; payoff estimates), whose buffer is sized for the
+    longest row (docs/exactness.md); the
     learner gives the defaults for what is not swept (a constant ``explore_prob`` /
     ``stage_length`` row replaces the learner's schedule for that row).
 

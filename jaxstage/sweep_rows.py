@@ -7,7 +7,8 @@ the results are gathered at the end: every process gets the whole
 :class:`~jaxstage.records.SweepResult`. Row ``i`` is bitwise what a one-process sweep
 gives: the rows are checked and the kernel and exploration path resolved on the whole
 sweep first (the path is chosen from every row), then each process plans only its rows
-(the numbers do not depend on the block size or the devices).
+with the whole sweep's round buffer (sums over a stage's rounds depend, in their last
+bit, on its length; the numbers do not depend on the block size or the devices).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def sweep_rows_over_processes(
                 memory_limit_bytes=memory_limit_bytes,
                 block_size=block_size,
                 devices=devices,
+                longest_stage=whole.spec.max_stage_length if whole.spec.kernel == "fast" else None,
             )
             _, records = run_to_end(
                 mine.pipeline, mine.init(), progress=progress, restart=lambda: (mine.init(), None)

@@ -79,6 +79,11 @@ class Sweep:
         update_prob, stage_length, info_noise_std, eps, delta, hold_stages, initial,
         reference, memory_limit_bytes, kernel, block_size, fast_path, devices: as in
         :func:`jaxstage.sweep` (validated here, before anything is traced).
+        longest_stage: the stage length the fast kernel's round buffers are sized for
+            (default: the rows' longest). Sums over a stage's rounds can differ in their
+            last bit with the buffer's length (rounded up to a power of two), so a sweep of
+            some of another's rows passes that sweep's to give its rows bitwise
+            (``jaxstage.sweep_rows``).
 
     Example:
         >>> import jaxstage as js
@@ -114,6 +119,7 @@ class Sweep:
         block_size: int | None = None,
         fast_path: str = "auto",
         devices: int | None = None,
+        longest_stage: int | None = None,
     ) -> None:
         num_agents, num_stages, eps, delta, hold_stages = plan.validate_common(
             game, learner, num_agents, num_stages, eps, delta, hold_stages
@@ -148,6 +154,8 @@ class Sweep:
         references = references_for(game, game_params is not None, reference)
         kernel = plan.resolve_kernel(kernel, game, fast_path)
         max_length = max(row.stage_lengths(num_stages).max() for row in self.learners)
+        if longest_stage is not None:
+            max_length = check_int(longest_stage, "longest_stage", low=int(max_length))
         spec = plan.kernel_spec(
             kernel,
             game,

@@ -15,14 +15,23 @@ Conversions:
 * an integer in ``[0, k)`` is ``floor(u * k)``: bucket sizes differ by at most one part in
   ``2**24 / k`` (``5e-7`` relative for ``k = 8``);
 * normals are ``ndtri`` of a uniform on the open interval ``(0, 1)``.
+
+Agent indices are 32-bit words. Past ``2**32`` agents an agent's index is
+``high * 2**32 + lo``: its streams take the key of :class:`Seed` ``(seed, high)``, which
+is the plain seed's key when ``high == 0`` (so every population below ``2**32`` keeps
+its numbers, bitwise) and otherwise the key of the same coordinates extended by
+``high``. The fast kernel's blocks are powers of two aligned on their size, so a block
+never straddles a multiple of ``2**32`` and its ``high`` is one scalar.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["triple32", "stream_key", "random_bits", "uniform", "randint", "normal"]
+__all__ = ["Seed", "triple32", "stream_key", "random_bits", "uniform", "randint", "normal"]
 
 _BELOW_ONE = 1.0 - 2.0**-24
 _INV_2_24 = 1.0 / 2**24
@@ -40,8 +49,26 @@ def triple32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 14)
 
 
-def stream_key(seed: jax.Array | int, *coordinates: jax.Array | int) -> jax.Array:
-    """A ``(2,)`` uint32 key for the stream at the given coordinates (stage, round, ...)."""
+#: Separates the coordinates of a stream from the high word of the agents' indices.
+HIGH_WORD_MARK = 0x48494748
+
+
+class Seed(NamedTuple):
+    """A run's seed for the agents whose global index is ``high * 2**32 + lo``
+    (``high``: a uint32 scalar for a block, or one word per agent)."""
+
+    value: jax.Array
+    high: jax.Array
+
+
+def stream_key(seed: jax.Array | int | Seed, *coordinates: jax.Array | int) -> jax.Array:
+    """A ``(2,)`` uint32 key for the stream at the given coordinates (stage, round, ...);
+    for a :class:`Seed` whose ``high`` is an array, ``(2, *high.shape)`` keys."""
+    if isinstance(seed, Seed):
+        high = jnp.asarray(seed.high, jnp.uint32)
+        base = stream_key(seed.value, *coordinates)
+        extended = stream_key(seed.value, *coordinates, HIGH_WORD_MARK, high)
+        return jnp.where(high == 0, base.reshape(base.shape + (1,) * high.ndim), extended)
     state = triple32(jnp.asarray(seed, jnp.uint32) ^ jnp.uint32(0x9E3779B9))
     for coordinate in coordinates:
         state = triple32(state + triple32(jnp.asarray(coordinate, jnp.uint32) + 0x632BE5AB))
@@ -49,7 +76,8 @@ def stream_key(seed: jax.Array | int, *coordinates: jax.Array | int) -> jax.Arra
 
 
 def random_bits(key: jax.Array, index: jax.Array) -> jax.Array:
-    """32 random bits for each ``index`` (uint32 agent indices) of the stream ``key``."""
+    """32 random bits for each ``index`` (uint32 agent indices) of the stream ``key``
+    (``(2,)``, or ``(2, *index.shape)``: one key per index)."""
     return triple32(triple32(jnp.asarray(index, jnp.uint32) ^ key[0]) + key[1])
 
 

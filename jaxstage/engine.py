@@ -36,6 +36,7 @@ from jaxstage.learner import StageLearning
 from jaxstage.metrics import CountMetrics
 from jaxstage.records import SimulationResult, StageRecords, assemble_result, concatenate_stages
 from jaxstage.spec import RunParams, RunSpec
+from jaxstage.wide import host_counts
 
 __all__ = ["Simulation", "SimulationState", "StageRecords", "EventsOverflowError"]
 
@@ -162,9 +163,14 @@ class Pipeline:
         return programs[2:] if self.batched else programs[:2]
 
     def _metrics_of(self, counts):
-        """The fast kernel's metrics of host ``(..., stages, T, k)`` counts."""
+        """The fast kernel's metrics of host ``(..., stages, T, k)`` counts (int64 with
+        ``spec.wide_counts``: the metrics program takes them as float32, which JAX's
+        32-bit integers cannot hold exactly, and ``counts_by_type`` keeps them exact)."""
         fn = kernels.jit_stage_metrics_batched if self.batched else kernels.jit_stage_metrics
-        return fn(self.game, self.params, counts)
+        if not self.spec.wide_counts:
+            return fn(self.game, self.params, counts)
+        metrics = fn(self.game, self.params, np.asarray(counts).astype(np.float32))
+        return metrics._replace(counts_by_type=np.asarray(counts, np.int64))
 
     def init(self, seeds: np.ndarray) -> SimulationState:
         """The state at stage 0 for ``seeds`` (``()`` or ``(rows,)`` uint32)."""
@@ -178,7 +184,7 @@ class Pipeline:
             self.game, self.spec, self.params, self.kind, self.payload, self.types, key
         )
         if self.fast:
-            counts = jax.device_get(metrics)[..., None, :, :]  # one "stage"
+            counts = host_counts(jax.device_get(metrics))[..., None, :, :]  # one "stage"
             first = (lambda m: m[:, 0]) if self.batched else (lambda m: m[0])
             metrics = jax.tree.map(first, self._metrics_of(counts))
         metrics = jax.device_get(metrics)
@@ -192,6 +198,8 @@ class Pipeline:
         :class:`EventsOverflowError` on the agents path when some agent needed more
         events than computed."""
         chunk = self._programs()[1]
+        if self.fast and not self.batched and spec.chunk_stages == 1:
+            chunk = kernels.fast_single_stage_chunk
         actions, record = chunk(
             self.game, spec, self.params, actions, self.types, key, jnp.int32(first)
         )
@@ -200,7 +208,7 @@ class Pipeline:
             if np.any(np.asarray(jax.device_get(overflow)) > 0):
                 raise EventsOverflowError
             record = record._replace(metrics=counts)
-        record = jax.device_get(record)
+        record = host_counts(jax.device_get(record))
         if self.fast:
             record = record._replace(metrics=jax.device_get(self._metrics_of(record.metrics)))
         return actions, record

@@ -72,6 +72,9 @@ from jaxstage.fast_blocks import (
     adopts,
     agent_block,
     agent_mesh,
+    block_seed,
+    block_words,
+    count_total,
     count_values,
     on_shards,
     sample_indices,
@@ -113,6 +116,7 @@ from jaxstage.fast_population import (
     stage_record,
 )
 from jaxstage.spec import RunSpec
+from jaxstage.wide import Wide, wide_map
 
 __all__ = [
     "fast_stage",
@@ -170,21 +174,22 @@ def fast_stage(
 
     if spec.event_capacity == 0:
         counts_by_round = round_counts(spec, params, seed, stage, actions, stage_length)
+        counts_by_round = count_total(spec, counts_by_round)
     else:
         counts_by_round, stage_counts_by_type, kept = event_round_counts(
             spec, params, seed, stage, actions, stage_length, kept
         )
         stage_counts_by_type = shard_total(spec, stage_counts_by_type)
-    # Every shard needs the whole population's counts; from here on, the round payoffs
-    # and every population-level value are the same on all shards.
-    counts_by_round = shard_total(spec, counts_by_round)
+        # Every shard needs the whole population's counts; from here on, the round
+        # payoffs and every population-level value are the same on all shards.
+        counts_by_round = shard_total(spec, counts_by_round)
     population = stage_population(game, spec, params, seed, stage, counts_by_round)
     round_payoffs = population.round_payoffs
     action_sums, action_counts = population.action_sums, population.action_counts
     nonfinite = population.nonfinite
 
     if spec.event_capacity == 0:
-        stage_counts = shard_total(spec, _stage_action_counts(spec, actions))
+        stage_counts = count_total(spec, _stage_action_counts(spec, actions))
     else:
         stage_counts = stage_counts_by_type.reshape(num_types, k).sum(axis=0)
     samples = None  # sampled payoffs: the sampled agents' (sums, counts), pooled into all
@@ -232,14 +237,15 @@ def fast_stage(
         def decide(block):
             block_view = agent_block(spec, actions, block)
             _, index, current, valid, types = block_view
+            agents_seed = block_seed(spec, seed, block)
             first = None if kept is None else kept_row(kept, block)
-            adopt = adopts(params, seed, stage, index)
-            ties = crng.uniform(crng.stream_key(seed, stage, TIE_STREAM), index)
+            adopt = adopts(params, agents_seed, stage, index)
+            ties = crng.uniform(crng.stream_key(agents_seed, stage, TIE_STREAM), index)
             if spec.needs_own_estimates:  # plain learning, sampled payoffs
                 sums, counts = block_own_sums(
                     spec,
                     params,
-                    seed,
+                    agents_seed,
                     stage,
                     block=block_view,
                     round_payoffs=round_payoffs,
@@ -274,9 +280,10 @@ def fast_stage(
         # Counted in a second pass over the int8 actions: counting ``chosen`` inside
         # ``decide`` let XLA's CPU backend fuse the whole decision into each consumer and
         # compute it three times (seen in a profile at k = 3).
-        switched, new_counts = shard_total(spec, _changes(spec, actions, new_actions))
+        switched, new_counts = _changes(spec, actions, new_actions)
+        switched, new_counts = count_total(spec, switched), count_total(spec, new_counts)
     record = stage_record(spec, population, stage_length, switched, nonfinite, published)
-    return new_actions, kept, new_counts.reshape(num_types, k), record
+    return new_actions, kept, _by_type(spec, new_counts), record
 
 
 def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -295,6 +302,14 @@ def _changes(spec: RunSpec, old: jax.Array, new: jax.Array) -> tuple[jax.Array, 
     return jax.lax.fori_loop(0, spec.local_blocks, one_block, start)
 
 
+def _by_type(spec: RunSpec, counts: jax.Array | Wide) -> jax.Array | Wide:
+    """``(T * k,)`` counts (int32 or :class:`~jaxstage.wide.Wide`) as ``(T, k)``."""
+    shape = (spec.num_types, spec.num_actions)
+    if isinstance(counts, Wide):
+        return wide_map(lambda words: words.reshape(shape), counts)
+    return counts.reshape(shape)
+
+
 def _stage_action_counts(spec, actions):
     def one_block(block, counts):
         _, _, current, valid, _ = agent_block(spec, actions, block)
@@ -309,26 +324,41 @@ def fast_initial(spec: RunSpec, kind: str, payload: jax.Array, seed: jax.Array) 
     """This shard's initial stage actions (:func:`action_dtype`) from counter-based draws
     (``payload``, for ``kind="actions"``, is this shard's part of the padded actions)."""
     size = spec.local_blocks * spec.block_size
-    index = jnp.asarray(shard_start(spec), jnp.uint32) + jnp.arange(size, dtype=jnp.uint32)
-    k = spec.num_actions
+    k, dtype = spec.num_actions, action_dtype(spec.num_actions)
+    if kind == "action":
+        return jnp.full(size, payload, jnp.int32).astype(dtype)
+    if kind not in ("uniform", "distribution"):
+        return payload.astype(jnp.int32).astype(dtype)
+    if not spec.wide_counts:
+        index = jnp.asarray(shard_start(spec), jnp.uint32) + jnp.arange(size, dtype=jnp.uint32)
+        return _initial_draws(kind, payload, seed, index, k).astype(dtype)
+
+    # Block by block, each with the high word of its agents' indices (one scalar): drawn
+    # for the whole shard at once, the per-agent keys took more memory than the actions.
+    def one_block(block, actions):
+        high, low = block_words(spec, block)
+        index = low + jnp.arange(spec.block_size, dtype=jnp.uint32)
+        drawn = _initial_draws(kind, payload, crng.Seed(seed, high), index, k).astype(dtype)
+        return jax.lax.dynamic_update_slice(actions, drawn, (block * spec.block_size,))
+
+    return jax.lax.fori_loop(0, spec.local_blocks, one_block, jnp.zeros(size, dtype))
+
+
+def _initial_draws(kind: str, payload: jax.Array, seed, index: jax.Array, k: int) -> jax.Array:
+    """int32 initial actions of the agents of uint32 ``index``: uniform over the ``k``
+    actions, or (``kind="distribution"``) from the distribution ``payload``."""
     if kind == "uniform":
-        actions = crng.randint(crng.stream_key(seed, 0, INIT_STREAM), index, k)
-    elif kind == "action":
-        actions = jnp.full(index.shape, payload, jnp.int32)
-    elif kind == "distribution":
-        u = crng.uniform(crng.stream_key(seed, 0, INIT_STREAM), index)
-        cumulative = jnp.cumsum(payload)
-        if k <= UNROLLED_UP_TO_ACTIONS:
-            actions = jnp.zeros(index.shape, jnp.int32)
-            for j in range(k - 1):
-                actions = actions + (u >= cumulative[j]).astype(jnp.int32)
-        else:  # the same count of cumulative[j] <= u, by binary search
-            actions = jnp.searchsorted(cumulative[: k - 1], u, side="right").astype(jnp.int32)
-        # Never land on a zero-probability action through rounding of the last bucket.
-        actions = jnp.minimum(actions, jnp.max(jnp.where(payload > 0, jnp.arange(k), 0)))
-    else:
-        actions = payload.astype(jnp.int32)
-    return actions.astype(action_dtype(k))
+        return crng.randint(crng.stream_key(seed, 0, INIT_STREAM), index, k)
+    u = crng.uniform(crng.stream_key(seed, 0, INIT_STREAM), index)
+    cumulative = jnp.cumsum(payload)
+    if k <= UNROLLED_UP_TO_ACTIONS:
+        actions = jnp.zeros(index.shape, jnp.int32)
+        for j in range(k - 1):
+            actions = actions + (u >= cumulative[j]).astype(jnp.int32)
+    else:  # the same count of cumulative[j] <= u, by binary search
+        actions = jnp.searchsorted(cumulative[: k - 1], u, side="right").astype(jnp.int32)
+    # Never land on a zero-probability action through rounding of the last bucket.
+    return jnp.minimum(actions, jnp.max(jnp.where(payload > 0, jnp.arange(k), 0)))
 
 
 def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
@@ -342,4 +372,4 @@ def fast_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:
     counts = jax.lax.fori_loop(
         0, spec.local_blocks, one_block, jnp.zeros(spec.num_types * k, jnp.int32)
     )
-    return shard_total(spec, counts).reshape(spec.num_types, k)
+    return _by_type(spec, count_total(spec, counts))

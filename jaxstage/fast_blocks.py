@@ -23,6 +23,7 @@ from jaxstage import events as ev
 from jaxstage.distributed import mesh_devices
 from jaxstage.fast_layout import chunks_per_block
 from jaxstage.spec import RunSpec
+from jaxstage.wide import Wide, wide_from_counts, wide_psum
 
 __all__ = [
     "AGENT_AXIS",
@@ -41,6 +42,10 @@ __all__ = [
     "on_shards",
     "shard_start",
     "shard_total",
+    "count_total",
+    "shard_words",
+    "block_words",
+    "block_seed",
     "types_of",
     "count_values",
     "played_actions",
@@ -71,14 +76,23 @@ POP_NOISE_STREAM = 6
 INIT_STREAM = 7
 
 
-def types_of(spec: RunSpec, index: jax.Array) -> jax.Array:
-    """int32 type of each agent of global ``index``: types hold contiguous index ranges
-    (``games.type_counts``), so a type is the number of boundaries at or below it."""
+def types_of(spec: RunSpec, index: jax.Array, high: jax.Array | None = None) -> jax.Array:
+    """int32 type of each agent of global ``index`` (uint32; ``high * 2**32 + index``
+    when ``high`` is given): types hold contiguous index ranges (``games.type_counts``),
+    so a type is the number of boundaries at or below it."""
     boundaries = [sum(spec.type_counts[: j + 1]) for j in range(spec.num_types - 1)]
     types = jnp.zeros(index.shape, jnp.int32)
     for boundary in boundaries:
-        types = types + (index >= boundary).astype(jnp.int32)
+        types = types + _at_or_above(index, high, boundary).astype(jnp.int32)
     return types
+
+
+def _at_or_above(index: jax.Array, high: jax.Array | None, bound: int) -> jax.Array:
+    """Whether ``high * 2**32 + index`` (``index`` alone without ``high``) is ``>= bound``."""
+    if high is None:
+        return index >= bound
+    bound_high, bound_low = jnp.uint32(bound >> 32), jnp.uint32(bound & 0xFFFFFFFF)
+    return (high > bound_high) | ((high == bound_high) & (index >= bound_low))
 
 
 def count_values(values: jax.Array, valid: jax.Array, size: int) -> jax.Array:
@@ -157,11 +171,62 @@ def shard_total(spec: RunSpec, value):
     return value if spec.num_shards == 1 else jax.lax.psum(value, AGENT_AXIS)
 
 
+def count_total(spec: RunSpec, counts: jax.Array) -> jax.Array | Wide:
+    """A shard's int32 ``counts`` summed over the shards: int32 (:func:`shard_total`), or
+    with ``spec.wide_counts`` exact :class:`~jaxstage.wide.Wide` values (a population past
+    ``2**31 - 1`` agents, whose counts reach past int32; each shard's stay below
+    ``2**31``)."""
+    if not spec.wide_counts:
+        return shard_total(spec, counts)
+    if spec.num_shards == 1:
+        return wide_from_counts(counts)
+    return wide_psum(counts, AGENT_AXIS)
+
+
+def shard_words(spec: RunSpec) -> tuple[jax.Array, jax.Array]:
+    """uint32 high and low words of the global index of this shard's first agent (a
+    table of every shard's, indexed by the mesh position: the product can pass 2**32)."""
+    size = spec.local_blocks * spec.block_size
+    starts = [shard * size for shard in range(spec.num_shards)]
+    high = jnp.asarray(np.asarray([s >> 32 for s in starts], np.uint32))
+    low = jnp.asarray(np.asarray([s & 0xFFFFFFFF for s in starts], np.uint32))
+    if spec.num_shards == 1:
+        return high[0], low[0]
+    position = jax.lax.axis_index(AGENT_AXIS)
+    return high[position], low[position]
+
+
+def block_words(spec: RunSpec, block: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """uint32 high and low words of the global index of the first agent of this shard's
+    block ``block``. Blocks are powers of two aligned on their size (``plan`` checks it
+    with ``spec.wide_counts``), so every agent of a block has the same high word."""
+    shard_high, shard_low = shard_words(spec)
+    low = shard_low + (block * spec.block_size).astype(jnp.uint32)  # local: < 2**31
+    return shard_high + (low < shard_low).astype(jnp.uint32), low
+
+
+def block_seed(spec: RunSpec, seed: jax.Array, block: jax.Array) -> jax.Array | crng.Seed:
+    """The seed of the per-agent streams of block ``block``: ``seed`` itself, or with
+    ``spec.wide_counts`` a :class:`~jaxstage.counter_rng.Seed` of the block's high word
+    (the same keys while it is 0)."""
+    if not spec.wide_counts:
+        return seed
+    return crng.Seed(seed, block_words(spec, block)[0])
+
+
+def _is_agent(spec: RunSpec, index: jax.Array, high: jax.Array | None) -> jax.Array:
+    """Whether global index ``(high, index)`` is a real agent, not padding."""
+    if high is None:
+        return index < spec.num_agents
+    return ~_at_or_above(index, high, spec.num_agents)
+
+
 class AgentBlock(NamedTuple):
     """One block of a shard's agents (:func:`agent_block`)."""
 
-    start: jax.Array  # () int32 global index of its first agent
-    index: jax.Array  # (block_size,) uint32 global agent indices
+    start: jax.Array  # () int32 global index of its first agent (its low word, bitcast,
+    # with ``spec.wide_counts``: only the events path reads it, and it is refused there)
+    index: jax.Array  # (block_size,) uint32 global agent indices (their low words)
     actions: jax.Array  # (block_size,) int32 stage actions
     valid: jax.Array  # (block_size,) bool: a real agent, not padding
     types: jax.Array  # (block_size,) int32
@@ -170,12 +235,20 @@ class AgentBlock(NamedTuple):
 def agent_block(spec: RunSpec, actions: jax.Array, block: jax.Array) -> AgentBlock:
     """Block ``block`` of this shard's ``actions``: the global index of its first agent,
     its agents' uint32 global indices, int32 stage actions, validity and types."""
+    block = jnp.asarray(block, jnp.int32)
     local_start = block * spec.block_size
-    start = local_start + shard_start(spec)
-    index = start.astype(jnp.uint32) + jnp.arange(spec.block_size, dtype=jnp.uint32)
+    high = None
+    if spec.wide_counts:
+        high, low = block_words(spec, block)
+        start = jax.lax.bitcast_convert_type(low, jnp.int32)
+    else:
+        start = local_start + shard_start(spec)
+        low = start.astype(jnp.uint32)
+    index = low + jnp.arange(spec.block_size, dtype=jnp.uint32)
     stage_actions = jax.lax.dynamic_slice(actions, (local_start,), (spec.block_size,))
-    valid = index < spec.num_agents
-    return AgentBlock(start, index, stage_actions.astype(jnp.int32), valid, types_of(spec, index))
+    valid = _is_agent(spec, index, high)
+    types = types_of(spec, index, high)
+    return AgentBlock(start, index, stage_actions.astype(jnp.int32), valid, types)
 
 
 def block_chunks(spec: RunSpec, start: jax.Array) -> jax.Array:

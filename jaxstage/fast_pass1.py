@@ -24,6 +24,7 @@ from jaxstage.fast_blocks import (
     adopters_among,
     agent_block,
     block_chunks,
+    block_seed,
     count_values,
     in_block,
     played_actions,
@@ -60,10 +61,11 @@ def round_counts(
 
     def one_block(block, counts):
         _, index, stage_actions, valid, types = agent_block(spec, actions, block)
+        agents_seed = block_seed(spec, seed, block)
 
         def one_round(r, counts):
             played = played_actions(
-                seed, stage, r, index, stage_actions, params.explore_prob[stage], k
+                agents_seed, stage, r, index, stage_actions, params.explore_prob[stage], k
             )
             return counts.at[r].add(count_values(types * k + played, valid, width))
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxstage import counter_rng as crng
 from jaxstage.decisions import (
@@ -36,7 +37,7 @@ from jaxstage.finiteness import first_nonfinite_round, nonfinite_counts, with_pu
 from jaxstage.games import AnonymousGame
 from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
-from jaxstage.wide import wide_sum, wide_to_float
+from jaxstage.wide import Wide, wide_map, wide_sum, wide_to_float
 
 __all__ = [
     "SHARED_CANDIDATES_FROM_ACTIONS",
@@ -64,7 +65,7 @@ SHARED_CANDIDATES_FROM_ACTIONS = 16
 class StagePopulation(NamedTuple):
     """A stage's population-level values from its counts by round (both fast paths)."""
 
-    played_counts: jax.Array  # (R, k) int32 played actions per round
+    played_counts: jax.Array | Wide  # (R, k) played actions per round (int32, or Wide)
     round_payoffs: jax.Array  # (R, T, k) float32 expected payoffs per round
     action_counts: jax.Array  # (k,) float32 agent-rounds per action in the stage
     total_rounds: jax.Array  # () float32 agent-rounds in the stage
@@ -84,13 +85,22 @@ def stage_population(
     population's ``(max_stage_length, T * k)`` counts of (type, played action)."""
     n, k, num_types = spec.num_agents, spec.num_actions, spec.num_types
     stage_length = params.stage_length[stage]
-    counts_by_round = counts_by_round.reshape(spec.max_stage_length, num_types, k)
-    played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
-    round_payoffs = jax.vmap(
-        lambda c: game.expected_payoffs(params.game, c.astype(jnp.float32) / n)
-    )(played_counts)  # (R, T, k)
+    shape = (spec.max_stage_length, num_types, k)
     in_stage = (jnp.arange(spec.max_stage_length) < stage_length)[:, None, None]
-    counts_in_stage = jnp.where(in_stage, counts_by_round, 0)
+    if isinstance(counts_by_round, Wide):  # past 2**31 - 1 agents (``spec.wide_counts``)
+        counts_by_round = wide_map(lambda words: words.reshape(shape), counts_by_round)
+        played_counts = wide_sum(counts_by_round, 1)  # (R, k)
+        played_fractions = wide_to_float(played_counts) / population_size(spec)
+        counts_in_stage = wide_map(lambda words: jnp.where(in_stage, words, 0), counts_by_round)
+        counts_by_round = wide_to_float(counts_by_round)  # only multiplied by payoffs below
+    else:
+        counts_by_round = counts_by_round.reshape(shape)
+        played_counts = jnp.sum(counts_by_round, axis=1)  # (R, k)
+        played_fractions = played_counts.astype(jnp.float32) / n
+        counts_in_stage = jnp.where(in_stage, counts_by_round, 0)
+    round_payoffs = jax.vmap(lambda d: game.expected_payoffs(params.game, d))(
+        played_fractions
+    )  # (R, T, k)
     # Agent-rounds per action reach n * stage_length, past int32: summed exactly in 64
     # bits, then float32 (exact to 2**24, as the int32 sum was where it did not overflow).
     action_rounds = wide_sum(counts_in_stage, (0, 1))  # (k,)
@@ -124,6 +134,8 @@ def published_payoffs(
     payoffs ``[b, type, current]`` of deviating to each ``b`` at them, and ``nonfinite``
     with their check."""
     published = published_counts(spec, params, seed, stage, actions, stage_counts)
+    if isinstance(published, Wide):  # float32 counts: ``c - e_a + e_b`` rounds past 2**24
+        published = wide_to_float(published)
     by_alternative = jnp.transpose(
         deviation_payoffs(game, params.game, published, spec.num_agents), (2, 0, 1)
     )  # (k, T, k): [b, type, current]
@@ -169,16 +181,32 @@ def stage_record(
     """The stage's :class:`StageRecord` (``metrics`` left ``None``: the caller computes
     them from the new counts, outside ``shard_map``)."""
     played_counts = population.played_counts
-    last = jnp.take(played_counts, jnp.maximum(stage_length - 1, 0), axis=0)
+    last_round = jnp.maximum(stage_length - 1, 0)
+    if isinstance(played_counts, Wide):
+        last = wide_map(lambda words: jnp.take(words, last_round, axis=0), played_counts)
+    else:
+        last = jnp.take(played_counts, last_round, axis=0)
     return StageRecord(
         metrics=None,  # from the new counts, by the caller (outside ``shard_map``)
         played_counts=last,
-        switched_fraction=switched.astype(jnp.float32) / spec.num_agents,
+        switched_fraction=as_float(switched) / population_size(spec),
         realized_mean_payoff=jnp.sum(population.action_sums)
         / jnp.maximum(population.total_rounds, 1.0),
         nonfinite=nonfinite,
-        nonfinite_counts=nonfinite_counts(nonfinite, played_counts, published),
+        nonfinite_counts=nonfinite_counts(nonfinite, as_float(played_counts), published),
     )
+
+
+def population_size(spec: RunSpec) -> int | np.float32:
+    """``n`` to divide or scale float32 values by: the Python int (a weak type JAX rounds
+    to float32 itself), or past int32 its float32 (JAX cannot hold it as an integer)."""
+    return np.float32(spec.num_agents) if spec.wide_counts else spec.num_agents
+
+
+def as_float(counts: jax.Array | Wide) -> jax.Array:
+    """float32 of int32 or :class:`~jaxstage.wide.Wide` counts (the same bits for the
+    same integer below ``2**31``)."""
+    return wide_to_float(counts) if isinstance(counts, Wide) else counts.astype(jnp.float32)
 
 
 def published_counts(
@@ -190,11 +218,11 @@ def published_counts(
     stage_counts: jax.Array,
 ) -> jax.Array:
     """``n * d_hat`` of the stage actions (exact integer counts when exact)."""
-    n, k = spec.num_agents, spec.num_actions
+    n, k = population_size(spec), spec.num_actions
     if spec.info_sample_size is None and not spec.info_noisy:
         return stage_counts
     if spec.info_sample_size is None:
-        d_hat = stage_counts.astype(jnp.float32) / n
+        d_hat = as_float(stage_counts) / n
     else:
         sampled, here = local_actions(spec, actions, sample_indices(spec, seed, stage))
         d_hat = shard_total(spec, count_values(sampled, here, k)).astype(jnp.float32)

@@ -137,4 +137,12 @@ def compiled(initial_fn, chunk_fn, batch=jax.vmap):
 
 jit_initial, jit_chunk, jit_initial_batched, jit_chunk_batched = compiled(initial_state, run_chunk)
 FAST = compiled(fast_initial_state, fast_run_chunk, batch=rows_in_turn)
+#: The fast kernel's chunk of one stage, its input not donated. Donated, XLA's CPU
+#: backend held the population three times (the input, reserved for the output; a copy of
+#: it, read by the stage; the new actions, copied into the output at the end), 3.0 bytes
+#: per agent; not donated, twice (the input, which the caller then drops, and the new
+#: actions). Peak RSS of ``simulate`` at 5e8 agents, k = 2, rounds path: 1.83 GB donated,
+#: 1.33 GB kept (one stage); 1.36 GB donated, 2.32 GB kept (25 stages, chunks of
+#: several stages, where the loop over stages takes the donated input's buffer).
+fast_single_stage_chunk = jax.jit(fast_run_chunk, static_argnums=(0, 1))
 REFERENCE = (jit_initial, jit_chunk, jit_initial_batched, jit_chunk_batched)

@@ -24,11 +24,20 @@ from jaxstage.metrics import (
 )
 from jaxstage.spec import RunParams, RunSpec, needs_own_estimates
 
-MAX_AGENTS = 2**31 - 1
+#: Largest population: the fast kernel's loop over rounds, with agent indices as two
+#: 32-bit words and counts as exact 64-bit values past :data:`MAX_INT32_AGENTS`.
+MAX_AGENTS = 2**40
+#: Largest population of the reference kernel and of the fast kernel's events and agents
+#: paths (int32 agent indices and counts), and of count-level best-reply dynamics.
+MAX_INT32_AGENTS = 2**31 - 1
 #: The fast kernel pads the population to whole blocks per device; the padded agents'
-#: int32 indices reach ``MAX_PADDED_AGENTS - 1``, so every population up to
-#: :data:`MAX_AGENTS` fits with power-of-two blocks.
+#: int32 indices reach ``MAX_PADDED_AGENTS - 1`` (of the population, or with
+#: ``spec.wide_counts`` of each shard), so every population up to
+#: :data:`MAX_INT32_AGENTS` fits with power-of-two blocks.
 MAX_PADDED_AGENTS = 2**31
+#: Tests only: count as past :data:`MAX_INT32_AGENTS` (``RunSpec.wide_counts``) at any
+#: population, to check that the wide counts give the int32 path's numbers bitwise.
+FORCED_WIDE_COUNTS = False
 
 KERNELS = ("auto", "reference", "fast")
 #: How the fast kernel draws exploration (see ``simulate``).
@@ -60,8 +69,8 @@ def estimate_memory_bytes(
     Reference kernel: the stage actions and their copies, the per-round temporaries
     (random bits, played actions, payoffs) and, when the information mode needs them, the
     per-agent ``(k, n)`` accumulators and stage-end estimates. Fast kernel: int8 stage
-    actions (int16 past 128 actions) of every row (held twice while a stage rewrites
-    them) plus one row's per-block
+    actions (int16 past 128 actions) of every row and of the row a stage writes plus one
+    row's per-block
     temporaries (a sweep runs its rows one after another), including the
     exploration-event slots of a batch (``event_capacity``: as the run would choose from
     ``learner`` when not given), once per device the population is split over.
@@ -76,7 +85,10 @@ def estimate_memory_bytes(
         if learner.info_sample_size is not None:
             per_block += 64 * min(fast.MAX_BLOCK_SLOTS, learner.info_sample_size * capacity)
         action_bytes = fast.action_dtype(num_actions).itemsize
-        held = batch * 3 * action_bytes * (num_agents + block)
+        # Every row's actions and the new actions a chunk writes (a single run's input
+        # is donated: ``simulate`` hands its state over; an advance with ``donate=False``
+        # copies it first, one buffer more than estimated here).
+        held = 2 * batch * action_bytes * (num_agents + block)
         return int(held + devices * per_block + deviation_bytes(num_actions) + 64 * 2**20)
     per_agent = 64 + 16 * num_actions
     if needs_own_estimates(learner.info, learner.info_sample_size):
@@ -467,6 +479,9 @@ def kernel_spec(
     platform = jax.default_backend() if platform is None else platform
     spec = base_spec(game, learner, num_agents, num_stages)
     spec = spec._replace(local_mesh=distributed.is_process_local())
+    wide = num_agents > MAX_INT32_AGENTS
+    if wide:
+        fast_path = _wide_population_path(kernel, learner, num_agents, fast_path)
     if kernel == "reference":
         if devices not in (None, 1):
             raise ValueError(
@@ -493,7 +508,9 @@ def kernel_spec(
     adopters = adopter_capacity(spec, rows, event_capacity, block_size)
     num_shards = shard_count(devices, blocks)
     padded = math.ceil(blocks / num_shards) * num_shards * block_size  # whole blocks each
-    if padded > MAX_PADDED_AGENTS:
+    if wide:
+        _check_wide_layout(num_agents, block_size, num_shards, padded // num_shards)
+    elif padded > MAX_PADDED_AGENTS:
         # Agent indices are int32: every padded agent's index must stay below 2**31.
         raise ValueError(
             f"num_agents={num_agents:,} with block_size={block_size:,} on {num_shards} "
@@ -519,6 +536,7 @@ def kernel_spec(
     kept_bytes = fast.kept_event_bytes(sized)  # sweeps run their rows one after another
     return sized._replace(
         kernel="fast",
+        wide_counts=wide or FORCED_WIDE_COUNTS,
         replay_events=bool(
             event_capacity
             and spec.needs_own_estimates
@@ -528,6 +546,50 @@ def kernel_spec(
         # compiled program (the round buffer is the only shape that depends on it).
         max_stage_length=int(2 ** math.ceil(math.log2(max(int(max_stage_length), 1)))),
     )
+
+
+def _wide_population_path(
+    kernel: str, learner: StageLearning, num_agents: int, fast_path: str
+) -> str:
+    """The fast path of a population past :data:`MAX_INT32_AGENTS` (the loop over
+    rounds: the others index agents in int32), or why it cannot run."""
+    limit = f"{MAX_INT32_AGENTS:,} (2**31 - 1)"
+    if kernel == "reference":
+        raise ValueError(
+            f"num_agents={num_agents:,} is above the reference kernel's limit of {limit}; "
+            f"past it only the fast kernel runs (a game with the default Gaussian noise)"
+        )
+    if fast_path in ("events", "agents"):
+        raise ValueError(
+            f"num_agents={num_agents:,} is above the {fast_path} path's limit of {limit}; "
+            f"past it the fast kernel runs its loop over rounds: fast_path='rounds' or 'auto'"
+        )
+    if learner.info_sample_size is not None:
+        raise ValueError(
+            f"info_sample_size={learner.info_sample_size} (sampled information) runs up to "
+            f"{limit} agents, got num_agents={num_agents:,}"
+        )
+    return "rounds"
+
+
+def _check_wide_layout(num_agents: int, block_size: int, num_shards: int, shard: int) -> None:
+    """Past :data:`MAX_INT32_AGENTS` agents: power-of-two blocks (aligned on their size,
+    none straddles a multiple of ``2**32``, so a block's agents share the high word of
+    their indices) and shards of at most :data:`MAX_PADDED_AGENTS` agents (int32 local
+    indices and counts)."""
+    if block_size & (block_size - 1):
+        raise ValueError(
+            f"block_size={block_size:,} must be a power of two past {MAX_INT32_AGENTS:,} "
+            f"agents (num_agents={num_agents:,}); leave it unset or pick one"
+        )
+    if shard > MAX_PADDED_AGENTS:
+        least = math.ceil(num_agents / (MAX_PADDED_AGENTS - block_size))
+        raise ValueError(
+            f"num_agents={num_agents:,} on {num_shards} device(s) puts {shard:,} agents on "
+            f"each, above the limit of {MAX_PADDED_AGENTS:,} per device; it needs at least "
+            f"{least} devices (on a CPU: jaxstage.use_cpu_cores({least}) before any JAX "
+            f"work, or --cpu-devices {least}); {distributed.device_count()} available"
+        )
 
 
 def agents_spec(

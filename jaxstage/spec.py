@@ -66,6 +66,10 @@ class RunSpec(NamedTuple):
     #: a sweep split over the processes, ``jaxstage.distributed.process_local``) rather
     #: than every process's. Part of the jit cache key: the two programs differ.
     local_mesh: bool = False
+    #: Counts summed over the shards as exact 64-bit :class:`jaxstage.wide.Wide` values
+    #: and agent indices as two 32-bit words (``plan.wide_counts``): populations past
+    #: ``2**31 - 1`` agents, on the loop over rounds.
+    wide_counts: bool = False
 
     @property
     def num_types(self) -> int:

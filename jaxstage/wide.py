@@ -15,8 +15,20 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["Wide", "wide_zeros", "wide_from_counts", "wide_add", "wide_sum", "wide_to_float"]
+__all__ = [
+    "Wide",
+    "wide_zeros",
+    "wide_from_counts",
+    "wide_add",
+    "wide_sum",
+    "wide_to_float",
+    "wide_map",
+    "wide_psum",
+    "to_int64",
+    "host_counts",
+]
 
 
 class Wide(NamedTuple):
@@ -68,3 +80,35 @@ def wide_to_float(value: Wide) -> jax.Array:
     """``hi * 2**32 + lo`` as float32: exact up to ``2**24``, else within two roundings
     (relative error below ``2**-23``); the same bits for the same integer."""
     return value.hi.astype(jnp.float32) * jnp.float32(2.0**32) + value.lo.astype(jnp.float32)
+
+
+def wide_map(fn, *values: Wide) -> Wide:
+    """``fn`` applied to the high and to the low words alike (a reshape, a ``take``, a
+    ``where`` with a mask): only for functions that move words, never for arithmetic."""
+    return Wide(fn(*(v.hi for v in values)), fn(*(v.lo for v in values)))
+
+
+def wide_psum(counts: jax.Array, axis_name: str) -> Wide:
+    """Exact sum over the mesh axis ``axis_name`` of non-negative int32 ``counts`` (each
+    below ``2**31``), as :class:`Wide`: the counts' 16-bit halves are summed apart (two
+    integer psums that cannot overflow below ``2**15`` shards) and recombined with a
+    carry. Integer sums, so the same bits in any order and on any sharding."""
+    counts = counts.astype(jnp.uint32)
+    high = jax.lax.psum(counts >> 16, axis_name)  # < shards * 2**15
+    low = jax.lax.psum(counts & jnp.uint32(0xFFFF), axis_name)  # < shards * 2**16
+    return wide_add(Wide(high >> 16, high << 16), wide_from_counts(low))
+
+
+def to_int64(value: Wide) -> np.ndarray:
+    """Host :class:`Wide` words (NumPy or device arrays) as exact int64 counts."""
+    hi = np.asarray(value.hi).astype(np.int64)
+    return (hi << 32) | np.asarray(value.lo).astype(np.int64)
+
+
+def host_counts(tree):
+    """``tree`` (fetched to the host) with every :class:`Wide` value as int64 counts."""
+    return jax.tree.map(
+        lambda x: to_int64(x) if isinstance(x, Wide) else x,
+        tree,
+        is_leaf=lambda x: isinstance(x, Wide),
+    )

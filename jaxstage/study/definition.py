@@ -182,9 +182,9 @@ def _check_buildable(exp: Experiment) -> None:
     """Build the experiment's game and learners and check its convergence settings, as
     the sweeps will; any refusal is re-raised as ``ValueError`` naming the experiment."""
     from jaxstage import _validation as check
+    from jaxstage.best_reply import MAX_AGENTS  # the study runs best-reply dynamics too
     from jaxstage.games import make_game
     from jaxstage.learner import StageLearning
-    from jaxstage.plan import MAX_AGENTS
 
     try:
         for n in exp.populations:

@@ -50,7 +50,7 @@ def child(args: argparse.Namespace) -> None:
         stage_s.append(time.perf_counter() - begun)
         records = new if records is None else records + new
     result = sim.result(records)
-    counts = np.asarray(records.metrics.counts_by_type)
+    counts = np.asarray(records.stages.metrics.counts_by_type)
     print(
         json.dumps(
             {

@@ -31,7 +31,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Seed", "triple32", "stream_key", "random_bits", "uniform", "randint", "normal"]
+__all__ = [
+    "Seed",
+    "triple32",
+    "stream_key",
+    "index_below",
+    "random_bits",
+    "uniform",
+    "randint",
+    "normal",
+]
 
 _BELOW_ONE = 1.0 - 2.0**-24
 _INV_2_24 = 1.0 / 2**24
@@ -105,3 +114,36 @@ def normal_from_bits(bits: jax.Array) -> jax.Array:
     """The standard normal :func:`normal` makes of 32 random bits (their top 24)."""
     open_uniform = ((bits >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
     return jax.scipy.special.ndtri(jnp.minimum(open_uniform, _BELOW_ONE))
+
+
+def _product(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The exact 64-bit product of uint32 ``x`` and ``y`` as (high, low) uint32 words,
+    from 16-bit halves (each partial product fits 32 bits)."""
+    x1, x0 = x >> 16, x & 0xFFFF
+    y1, y0 = y >> 16, y & 0xFFFF
+    low = x0 * y0
+    middle_a, middle_b = x1 * y0, x0 * y1
+    middle = middle_a + middle_b
+    middle_carry = (middle < middle_a).astype(jnp.uint32)  # the sum wrapped past 2**32
+    shifted = middle << 16
+    lo = low + shifted
+    carry = (lo < low).astype(jnp.uint32)
+    hi = x1 * y1 + (middle >> 16) + (middle_carry << 16) + carry
+    return hi, lo
+
+
+def index_below(first: jax.Array, second: jax.Array, upper: int) -> jax.Array:
+    """int32 ``floor(w * upper / 2**48)`` of the 48-bit word ``w = a * 2**24 + b`` made of
+    the top 24 bits ``a`` of ``first`` and ``b`` of ``second`` (uint32 random words), for
+    ``1 <= upper < 2**31``: an index in ``[0, upper)`` whose buckets differ by at most
+    one part in ``2**48 / upper`` (``floor(u * upper)`` of a 24-bit uniform reaches only
+    ``2**24`` values). Computed exactly in 32-bit integers: it equals
+    ``(a * upper + floor(b * upper / 2**24)) >> 24``."""
+    a, b = first >> 8, second >> 8
+    n = jnp.uint32(upper)
+    a_hi, a_lo = _product(a, n)  # < 2**55
+    b_hi, b_lo = _product(b, n)  # < 2**55
+    rest = (b_hi << 8) | (b_lo >> 24)  # floor(b * n / 2**24) < 2**31
+    lo = a_lo + rest
+    hi = a_hi + (lo < rest).astype(jnp.uint32)
+    return ((hi << 8) | (lo >> 24)).astype(jnp.int32)

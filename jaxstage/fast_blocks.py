@@ -292,9 +292,21 @@ def local_actions(
 
 def sample_indices(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Array:
     """int32 global indices of the ``spec.info_sample_size`` agents sampled (with
-    replacement) for sampled information at ``stage``."""
-    draws = crng.uniform(
-        crng.stream_key(seed, stage, SAMPLE_STREAM),
-        jnp.arange(spec.info_sample_size, dtype=jnp.uint32),
-    )
-    return jnp.minimum(jnp.floor(draws * spec.num_agents), spec.num_agents - 1).astype(jnp.int32)
+    replacement) for sampled information at ``stage``: ``floor(u * n)`` of a 24-bit
+    uniform up to :data:`SAMPLE_24_BITS_UP_TO` agents, where it reaches every agent, and
+    of a 48-bit one beyond (:func:`jaxstage.counter_rng.index_below`)."""
+    key = crng.stream_key(seed, stage, SAMPLE_STREAM)
+    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
+    if spec.num_agents > SAMPLE_24_BITS_UP_TO:
+        second = crng.stream_key(seed, stage, SAMPLE_STREAM, 1)
+        first_bits, second_bits = crng.random_bits(key, draws), crng.random_bits(second, draws)
+        return crng.index_below(first_bits, second_bits, spec.num_agents)
+    uniform = crng.uniform(key, draws)
+    return jnp.minimum(jnp.floor(uniform * spec.num_agents), spec.num_agents - 1).astype(jnp.int32)
+
+
+#: Up to this many agents a sampled agent is ``floor(u * n)`` of a 24-bit uniform, which
+#: reaches every agent (the numbers of every such run, the committed study's included,
+#: are those of earlier releases); beyond, 24 bits would reach only ``2**24`` evenly
+#: spaced agents, so two words make a 48-bit uniform.
+SAMPLE_24_BITS_UP_TO = 2**24

@@ -100,3 +100,49 @@ def test_normals_are_finite_for_every_word():
     z = np.asarray(normal_from_bits(words))
     assert np.all(np.isfinite(z))
     assert z.max() < 5.3 and z.min() > -5.5
+
+
+@pytest.mark.parametrize("upper", [2**24 + 1, 123_456_789, 10**8, 3 * 2**29, 2**31 - 1])
+def test_index_below_is_the_exact_48_bit_floor(upper):
+    """``index_below`` against Python's exact integers, extreme words included."""
+    rng = np.random.default_rng(upper)
+    first = rng.integers(0, 2**32, 50_000, dtype=np.uint64)
+    second = rng.integers(0, 2**32, 50_000, dtype=np.uint64)
+    first[:2], second[:2] = [0, 2**32 - 1], [0, 2**32 - 1]
+    got = np.asarray(
+        crng.index_below(
+            jnp.asarray(first.astype(np.uint32)), jnp.asarray(second.astype(np.uint32)), upper
+        )
+    )
+    words = [((int(f) >> 8) << 24) | (int(s) >> 8) for f, s in zip(first, second, strict=True)]
+    np.testing.assert_array_equal(got, [(w * upper) >> 48 for w in words])
+    assert got.min() >= 0 and got.max() < upper
+
+
+def test_sampled_agents_past_2_24_reach_every_agent():
+    """Past 2**24 agents a 24-bit uniform reached only every sixth agent of 10**8 (its
+    draws are multiples of 10**8 / 2**24 = 5.96, rounded down); the 48-bit draws reach
+    every residue. Up to 2**24 agents the draws are those of earlier releases."""
+    from jaxstage import fast_blocks
+    from jaxstage.spec import RunSpec
+
+    def spec(n):
+        return RunSpec(
+            num_agents=n, num_actions=2, type_counts=(n,), info="payoffs",
+            info_sample_size=2**20, info_noisy=False, num_stages=1, chunk_stages=1,
+        )  # fmt: skip
+
+    sampled = np.asarray(fast_blocks.sample_indices(spec(10**8), jnp.uint32(3), jnp.int32(1)))
+    assert sampled.min() >= 0 and sampled.max() < 10**8
+    assert np.all(np.bincount(sampled % 6, minlength=6) > 0.16 * sampled.size)
+    # The 24-bit draws all fell on this lattice of 2**24 agents; the 48-bit ones rarely do.
+    lattice = np.floor(np.arange(2**24, dtype=np.float64) / 2**24 * 10**8).astype(np.int64)
+    assert np.mean(np.isin(sampled, lattice)) < 0.25
+    small = np.asarray(fast_blocks.sample_indices(spec(2**24), jnp.uint32(3), jnp.int32(1)))
+    u = np.asarray(
+        crng.uniform(
+            crng.stream_key(jnp.uint32(3), jnp.int32(1), fast_blocks.SAMPLE_STREAM),
+            jnp.arange(2**20, dtype=jnp.uint32),
+        )
+    )
+    np.testing.assert_array_equal(small, np.minimum(np.floor(u * 2**24), 2**24 - 1))

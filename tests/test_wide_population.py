@@ -247,10 +247,9 @@ _PAST_2_32 = textwrap.dedent(
             if start <= at < start + data.shape[0]:
                 probe[name] = data[at - start : at - start + 2**20].astype(int).tolist()
     state, records = sim.advance(state, 1, donate=True)
-    result = sim.result(state, records)
+    result = sim.result(records)
     print(json.dumps(dict(
-        counts=np.asarray(records.metrics.counts_by_type).tolist(),
-        initial=np.asarray(state.metrics.counts_by_type).tolist() if False else None,
+        counts=np.asarray(records.stages.metrics.counts_by_type).tolist(),
         distribution=result.distribution.tolist(),
         switched=result.switched_fraction.tolist(),
         played=result.played_distribution.tolist(),

@@ -222,8 +222,8 @@ def test_initial_conditions():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(num_agents=0), ValueError, "num_agents must be in \\[1, 2147483647\\], got 0"),
-        (dict(num_agents=2**31), ValueError, "num_agents must be in"),
+        (dict(num_agents=0), ValueError, "num_agents must be in \\[1, 1099511627776\\], got 0"),
+        (dict(num_agents=2**40 + 1), ValueError, "num_agents must be in"),
         (dict(num_stages=0), ValueError, "num_stages must be in \\[1, inf\\), got 0"),
         (dict(seed=-1), ValueError, "seed must be in"),
         (dict(eps=-0.1), ValueError, "eps must be a finite number in \\[0, inf\\)"),

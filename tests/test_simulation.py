@@ -259,9 +259,9 @@ def test_population_that_does_not_fit_is_refused_before_allocating():
         js.simulate(
             js.make_game("congestion", num_actions=32), learner, 2**31 - 1, 1, kernel="reference"
         )
-    # 3 bytes per agent (2.79 GiB at 10^9), 64 MiB of runtime and the per-block temporaries
+    # 2 bytes per agent (1.86 GiB at 10^9), 64 MiB of runtime and the per-block temporaries
     # (a few tens of MiB, depending on the block size).
-    with pytest.raises(ValueError, match=r"needs about 2\.[89]\d GiB .* the fast kernel"):
+    with pytest.raises(ValueError, match=r"needs about 1\.9\d GiB .* the fast kernel"):
         js.simulate(js.make_game("congestion"), learner, 10**9, 1, memory_limit_bytes=2**30)
 
 

@@ -233,7 +233,7 @@ _PAST_2_32 = textwrap.dedent(
     import jaxstage as js
     js.use_cpu_cores(int(sys.argv[1]))
     n = 2**32 + 2**21 + 7
-    game = js.make_game("congestion")
+    game = js.make_game("congestion", num_actions=2)
     learner = js.StageLearning(stage_length=1, explore_prob=0.05, update_prob=1.0)
     sim = js.Simulation(game, learner, num_agents=n, num_stages=1)
     state = sim.init(11)

@@ -1,10 +1,13 @@
-"""The ``jaxstage`` command line: ``games``, ``run``, ``br``, ``demo`` and ``study``.
+"""The ``jaxstage`` command line: ``games``, ``run``, ``sweep``, ``br``, ``demo`` and ``study``.
 
 * ``jaxstage games`` lists the built-in games with their parameters, Lipschitz constants,
   equilibria and what is known about their best-reply dynamics.
 * ``jaxstage run`` simulates stage learning for one configuration (options, or a TOML
   file given by ``--config`` whose values the options override) and writes a results
   folder (see :mod:`jaxstage.results`).
+* ``jaxstage sweep`` runs a grid of configurations of one population (lists of learner
+  values, game parameters and seeds) in one compiled sweep, into one results folder
+  (:mod:`jaxstage.cli_sweep`).
 * ``jaxstage br`` runs count-level best-reply dynamics (MODEL.md section 4).
 * ``jaxstage demo`` is the headline experiment: a million agents on the congestion game,
   learning without information and with published payoffs, in one results folder (an
@@ -42,7 +45,9 @@ from jaxstage.cli_demo import DEMO_AGENTS, DEMO_OUT, DEMO_SEED, cmd_demo
 from jaxstage.cli_games import cmd_br, cmd_games
 from jaxstage.cli_run import cmd_resume, cmd_run
 from jaxstage.cli_study import cmd_study, parse_claims
+from jaxstage.cli_sweep import cmd_sweep
 from jaxstage.learner import INFO_MODES
+from jaxstage.sweep_rows import DISTRIBUTE_MODES
 
 __all__ = ["main", "build_parser", "load_config", "parse_param", "parse_initial"]
 
@@ -149,6 +154,90 @@ def _join_distributed(args: argparse.Namespace) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _add_simulation_options(command: argparse.ArgumentParser, *, sweep: bool) -> None:
+    """The options of ``run``; ``sweep`` takes lists of learner values and seeds."""
+    command.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML file: [game], [learner], [run]" + (", [sweep]" if sweep else ""),
+    )
+    _add_game_options(command, f"default {DEFAULT_GAME}")
+    command.add_argument(
+        "--agents", type=_count, metavar="N", help=f"population (default {RUN_DEFAULTS['agents']})"
+    )
+    command.add_argument(
+        "--stages", type=_count, metavar="S", help=f"stages (default {RUN_DEFAULTS['stages']})"
+    )
+
+    def learner_value(option: str, value_type, metavar: str, what: str) -> None:
+        if sweep:  # parsed by jaxstage.cli_sweep: one value, or the values of an axis
+            value_type, metavar, what = str, "LIST", f"{what} (comma-separated values)"
+        command.add_argument(option, type=value_type, metavar=metavar, help=what)
+
+    learner_value("--stage-length", _count, "TAU", "rounds per stage")
+    learner_value("--explore", float, "P", "exploration probability")
+    learner_value("--update-prob", float, "P", "adoption probability")
+    command.add_argument("--info", choices=INFO_MODES, help="statistical information")
+    command.add_argument(
+        "--info-sample-size", type=_count, metavar="M", help="noisy info: sample size"
+    )
+    learner_value("--info-noise-std", float, "STD", "noisy distribution info")
+    command.add_argument("--seed", type=_count, help="random seed (default 0)")
+    if sweep:
+        command.add_argument(
+            "--seeds",
+            metavar="N|LIST",
+            help="N seeds from --seed on (default 1), or a comma-separated list of seeds",
+        )
+        command.add_argument(
+            "--vary",
+            action="append",
+            metavar="KEY=[V,...]",
+            help="sweep a numeric game parameter over a JSON list of values "
+            "(e.g. --vary noise_std=[0.1,0.5]); repeatable",
+        )
+        command.add_argument(
+            "--distribute",
+            choices=DISTRIBUTE_MODES,
+            help="in a distributed run: deal the rows to the processes, or split every "
+            "row's agents (default auto: rows when there are enough, unless checkpointed)",
+        )
+    command.add_argument("--eps", type=float, help="eps of eps-best replies (default 0.05)")
+    command.add_argument("--delta", type=float, help="share allowed off eps-best (default 0.05)")
+    command.add_argument(
+        "--hold-stages", type=_count, metavar="H", help="convergence hold window (default: to end)"
+    )
+    command.add_argument(
+        "--initial",
+        metavar="INIT",
+        help="'uniform' (default), an action index, or comma-separated probabilities",
+    )
+    command.add_argument("--out", metavar="FOLDER", help="results folder")
+    command.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_devices_option(command)
+    _add_distributed_options(command)
+    command.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    command.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="K",
+        help="write a checkpoint every K stages (continue a killed run with `jaxstage resume`)",
+    )
+    command.add_argument(
+        "--checkpoint-dir", metavar="FOLDER", help="checkpoints folder (default: <out>.checkpoints)"
+    )
+    command.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep them once the results are written"
+    )
+    command.add_argument(
+        "--resume",
+        metavar="FOLDER",
+        help=f"continue the {'sweep' if sweep else 'run'} whose results folder (or "
+        "checkpoints folder) this is",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxstage`` command."""
     parser = argparse.ArgumentParser(
@@ -169,55 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         "unset options take the file's value, else the default.",
         allow_abbrev=False,
     )
-    run.add_argument("--config", metavar="FILE.toml", help="TOML file: [game], [learner], [run]")
-    _add_game_options(run, f"default {DEFAULT_GAME}")
-    run.add_argument(
-        "--agents", type=_count, metavar="N", help=f"population (default {RUN_DEFAULTS['agents']})"
-    )
-    run.add_argument(
-        "--stages", type=_count, metavar="S", help=f"stages (default {RUN_DEFAULTS['stages']})"
-    )
-    run.add_argument("--stage-length", type=_count, metavar="TAU", help="rounds per stage")
-    run.add_argument("--explore", type=float, metavar="P", help="exploration probability")
-    run.add_argument("--update-prob", type=float, metavar="P", help="adoption probability")
-    run.add_argument("--info", choices=INFO_MODES, help="statistical information")
-    run.add_argument("--info-sample-size", type=_count, metavar="M", help="noisy info: sample size")
-    run.add_argument("--info-noise-std", type=float, metavar="STD", help="noisy distribution info")
-    run.add_argument("--seed", type=_count, help="random seed (default 0)")
-    run.add_argument("--eps", type=float, help="eps of eps-best replies (default 0.05)")
-    run.add_argument("--delta", type=float, help="share allowed off eps-best (default 0.05)")
-    run.add_argument(
-        "--hold-stages", type=_count, metavar="H", help="convergence hold window (default: to end)"
-    )
-    run.add_argument(
-        "--initial",
-        metavar="INIT",
-        help="'uniform' (default), an action index, or comma-separated probabilities",
-    )
-    run.add_argument("--out", metavar="FOLDER", help="results folder")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_devices_option(run)
-    _add_distributed_options(run)
-    run.add_argument("--no-plot", action="store_true", help="do not write plot.png")
-    run.add_argument(
-        "--checkpoint-every",
-        type=_positive_int,
-        metavar="K",
-        help="write a checkpoint every K stages (continue a killed run with `jaxstage resume`)",
-    )
-    run.add_argument(
-        "--checkpoint-dir", metavar="FOLDER", help="checkpoints folder (default: <out>.checkpoints)"
-    )
-    run.add_argument(
-        "--keep-checkpoints", action="store_true", help="keep them once the results are written"
-    )
-    run.add_argument(
-        "--resume",
-        metavar="FOLDER",
-        help="continue the run whose results folder (or checkpoints folder) this is",
-    )
+    _add_simulation_options(run, sweep=False)
     run.set_defaults(handler=cmd_run)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of configurations in one compiled sweep and write a results folder",
+        description="Run every combination of the values given (comma-separated learner "
+        "values, --seeds, --vary) as the rows of one sweep of one population size. Options "
+        "override the --config file; see jaxstage.cli_sweep for its [sweep] table.",
+        allow_abbrev=False,
+    )
+    _add_simulation_options(sweep, sweep=True)
+    sweep.set_defaults(handler=cmd_sweep)
 
     resume = commands.add_parser(
         "resume",

@@ -41,10 +41,12 @@ import os
 import re
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxstage import checkpoint
 from jaxstage.game_base import AnonymousGame
 from jaxstage.games import GAMES, make_game
 
@@ -155,11 +157,15 @@ def _check_keys(table: dict[str, Any], valid: Sequence[str], where: str, path: s
         )
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def load_config(
+    path: str | os.PathLike[str], tables: Sequence[str] = CONFIG_TABLES
+) -> dict[str, dict[str, Any]]:
     """Read and check a TOML run configuration (tables ``game``, ``learner``, ``run``).
 
     Args:
         path: the ``.toml`` file.
+        tables: the tables allowed (``jaxstage sweep`` adds ``sweep``, whose keys it
+            checks itself).
 
     Returns:
         ``{"game": {...}, "learner": {...}, "run": {...}}`` (missing tables empty).
@@ -181,14 +187,14 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         ) from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"malformed TOML in config file {path_text!r}: {error}") from None
-    unknown = [key for key in data if key not in CONFIG_TABLES]
+    unknown = [key for key in data if key not in tables]
     if unknown:
         raise ValueError(
             f"{path_text}: unknown table(s) or key(s) {', '.join(map(repr, unknown))}; "
-            f"valid tables: {', '.join(f'[{t}]' for t in CONFIG_TABLES)}"
+            f"valid tables: {', '.join(f'[{t}]' for t in tables)}"
         )
     config: dict[str, dict[str, Any]] = {}
-    for table in CONFIG_TABLES:
+    for table in tables:
         value = data.get(table, {})
         if not isinstance(value, dict):
             raise ValueError(f"{path_text}: {table!r} must be a table ([{table}]), got {value!r}")
@@ -233,3 +239,51 @@ def out_folder(value: Any, default: str | None, option: str = "--out") -> Any:
     if isinstance(value, str) and value == "":
         raise ValueError(f"{option} must name a folder, got an empty string ''")
     return value
+
+
+def read_config(
+    args: argparse.Namespace, tables: tuple[str, ...] = CONFIG_TABLES
+) -> dict[str, dict[str, Any]]:
+    """The ``--config`` file's tables (each empty when there is no file)."""
+    if args.config is not None and not args.config.strip():
+        raise ValueError("--config names no file: give the path of a TOML file, or leave it out")
+    return load_config(args.config, tables) if args.config else {t: {} for t in tables}
+
+
+def learner_options(args: argparse.Namespace, file_learner: dict[str, Any]) -> dict[str, Any]:
+    """``StageLearning`` keywords: the file's ``[learner]`` with the options over it."""
+    options = dict(file_learner)
+    given = {
+        "stage_length": args.stage_length,
+        "explore_prob": args.explore,
+        "update_prob": args.update_prob,
+        "info": args.info,
+        "info_sample_size": args.info_sample_size,
+        "info_noise_std": args.info_noise_std,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
+    return options
+
+
+def run_options(args: argparse.Namespace, file_run: dict[str, Any]) -> dict[str, Any]:
+    """The ``[run]`` values: defaults, then the file's, then the options."""
+    run = {**RUN_DEFAULTS, **file_run}
+    for key in RUN_DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            run[key] = value
+    return run
+
+
+def checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
+    """The checkpoints folder of ``run``: none without ``--checkpoint-every``; by
+    default ``<out>.checkpoints`` beside the results folder."""
+    if args.checkpoint_every is None:
+        if args.checkpoint_dir is not None:
+            raise ValueError("--checkpoint-dir needs --checkpoint-every (stages between them)")
+        return None
+    folder = out_folder(args.checkpoint_dir, f"{os.fspath(out).rstrip('/')}.checkpoints")
+    folder = checkpoint.check_folder(folder)
+    if os.path.abspath(folder) == os.path.abspath(out):
+        raise ValueError("--checkpoint-dir must not be the results folder (--out)")
+    return folder

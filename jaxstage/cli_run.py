@@ -1,5 +1,7 @@
 """``jaxstage run`` and ``jaxstage resume``: one simulation, checkpointed or not.
 
+``resume`` also continues the checkpoints of ``jaxstage sweep`` (:mod:`jaxstage.cli_sweep`).
+
 ``run`` builds the configuration (:mod:`jaxstage.cli_config`), simulates and writes a
 results folder; with ``--checkpoint-every`` it writes checkpoints beside it, which
 ``resume`` (or ``run --resume``) continues from, to the same results.
@@ -15,14 +17,16 @@ from typing import Any
 import jaxstage as js
 from jaxstage import checkpoint, distributed
 from jaxstage.cli_config import (
-    CONFIG_TABLES,
-    RUN_DEFAULTS,
+    checkpoint_folder,
     game_from,
-    load_config,
+    learner_options,
     out_folder,
     parse_initial,
+    read_config,
+    run_options,
 )
 from jaxstage.cli_output import print_equilibria
+from jaxstage.cli_sweep import finish_sweep
 from jaxstage.game_base import AnonymousGame
 from jaxstage.results import check_output_folder, write_results
 from jaxstage.resumable import rebuilt_game, run_with_checkpoints
@@ -35,15 +39,17 @@ _RESUME_KEEPS = {
     "no_plot",
     "keep_checkpoints",
     "cpu_devices",
+    *("coordinator", "num_processes", "process_id", "distributed", "distributed_timeout"),
     "command",
     "handler",
     "argv_rest",
 }
 
 
-def _resume_run(args: argparse.Namespace) -> int:
-    """``run --resume D``: ``resume`` of the checkpoints of the run whose results folder
-    is ``D`` (``D.checkpoints``), or of ``D`` itself when it holds the checkpoints."""
+def resume_from_folder(args: argparse.Namespace) -> int:
+    """``run --resume D`` (or ``sweep --resume D``): ``resume`` of the checkpoints of the
+    run whose results folder is ``D`` (``D.checkpoints``), or of ``D`` itself when it
+    holds the checkpoints."""
     given = sorted(
         f"--{k.replace('_', '-')}"
         for k, v in vars(args).items()
@@ -69,36 +75,18 @@ def _resume_run(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``jaxstage run``: simulate one configuration and write its results folder."""
     if args.resume is not None:
-        return _resume_run(args)
-    if args.config is not None and not args.config.strip():
-        raise ValueError("--config names no file: give the path of a TOML file, or leave it out")
-    file_config = load_config(args.config) if args.config else {t: {} for t in CONFIG_TABLES}
+        return resume_from_folder(args)
+    file_config = read_config(args)
     game = game_from(args, file_config["game"])
-
-    learner_kwargs = dict(file_config["learner"])
-    overrides = {
-        "stage_length": args.stage_length,
-        "explore_prob": args.explore,
-        "update_prob": args.update_prob,
-        "info": args.info,
-        "info_sample_size": args.info_sample_size,
-        "info_noise_std": args.info_noise_std,
-    }
-    learner_kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    learner = js.StageLearning(**learner_kwargs)
-
-    run = {**RUN_DEFAULTS, **file_config["run"]}
-    for key in RUN_DEFAULTS:
-        value = getattr(args, key)
-        if value is not None:
-            run[key] = value
+    learner = js.StageLearning(**learner_options(args, file_config["learner"]))
+    run = run_options(args, file_config["run"])
     initial = parse_initial(run["initial"], game.num_actions)
     default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}"
     out = out_folder(run["out"], default_out, "--out (or out = in [run])")
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"out must be a folder name, got {out!r}")
     check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
-    checkpoints = _checkpoint_folder(args, out)
+    checkpoints = checkpoint_folder(args, out)
     options = {
         "eps": run["eps"],
         "delta": run["delta"],
@@ -128,20 +116,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish_run(args, game, result, out, checkpoints)
 
 
-def _checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
-    """The checkpoints folder of ``run``: none without ``--checkpoint-every``; by
-    default ``<out>.checkpoints`` beside the results folder."""
-    if args.checkpoint_every is None:
-        if args.checkpoint_dir is not None:
-            raise ValueError("--checkpoint-dir needs --checkpoint-every (stages between them)")
-        return None
-    folder = out_folder(args.checkpoint_dir, f"{os.fspath(out).rstrip('/')}.checkpoints")
-    folder = checkpoint.check_folder(folder)
-    if os.path.abspath(folder) == os.path.abspath(out):
-        raise ValueError("--checkpoint-dir must not be the results folder (--out)")
-    return folder
-
-
 def _finish_run(
     args: argparse.Namespace,
     game: AnonymousGame,
@@ -167,13 +141,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``jaxstage resume``: continue a checkpointed run and write its results folder."""
     # The manifest only: js.resume reads and checks the files, once.
     path, manifest = checkpoint.read_manifest(args.checkpoint_dir)
-    if manifest.get("kind", "simulation") != "simulation":
-        raise ValueError(
-            f"{args.checkpoint_dir} holds the checkpoints of a {manifest['kind']}, which "
-            "`jaxstage resume` does not write results of: continue it with "
-            "jaxstage.resume() in Python (a study's: `jaxstage study --resume`)"
-        )
+    kind = manifest.get("kind", "simulation")
     extra = manifest.get("extra", {})
+    if kind not in ("simulation", "sweep") or (kind == "sweep" and "labels" not in extra):
+        raise ValueError(
+            f"{args.checkpoint_dir} holds the checkpoints of a {kind} that `jaxstage run` "
+            "or `jaxstage sweep` did not write, which `jaxstage resume` does not write "
+            "results of: continue it with jaxstage.resume() in Python (a study's: "
+            "`jaxstage study --resume`)"
+        )
     out = out_folder(args.out, extra.get("out"))
     if out is None:
         raise ValueError(
@@ -186,5 +162,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         allow_other_versions=args.allow_other_versions,
     )
+    if kind == "sweep":
+        return finish_sweep(args, result, extra["labels"], out, path.parent)
     game = rebuilt_game(manifest["game"])
     return _finish_run(args, game, result, out, path.parent)

@@ -350,6 +350,38 @@ def test_the_command_line_runs_over_two_processes_and_process_0_writes(tmp_path)
     assert outputs[2][1][0] == ""  # process 1 prints nothing
 
 
+def _finish(procs) -> list[tuple[str, str]]:
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    return outputs
+
+
+def test_the_sweep_command_over_two_processes_writes_the_one_process_folder(tmp_path):
+    """``jaxstage sweep`` with its rows dealt to 2 processes, and with every row's agents
+    split over them and checkpointed (then resumed on 1 process), writes the folder of
+    the 1-process sweep, byte for byte."""
+    sweep = ["sweep", "--agents", "50000", "--stages", "4", "--stage-length", "10"]
+    sweep += ["--explore", "0.05,0.1", "--seeds", "2", "--no-plot", "--no-progress"]
+    cases = {
+        "one": ([], 1),
+        "rows": (["--distribute", "rows"], 2),
+        "agents": (["--checkpoint-every", "2", "--keep-checkpoints"], 2),
+    }
+    for name, (flags, processes) in cases.items():
+        _finish(_cli([*sweep, *flags, "--out", name], free_port(), processes, tmp_path))
+    folder = tmp_path / "agents.checkpoints"
+    manifest = json.loads((folder / "ckpt-0000000002" / "manifest.json").read_text())
+    assert len(manifest["actions_parts"]) == 2  # one part per process's shard: nothing gathered
+    (folder / "LATEST").write_text("ckpt-0000000002\n")
+    shutil.rmtree(tmp_path / "agents")
+    _finish(_cli(["resume", str(folder), "--no-progress", "--no-plot"], 0, 1, tmp_path))
+    for name in ("results.csv", "summary.json"):
+        one = (tmp_path / "one" / name).read_bytes()
+        assert (tmp_path / "rows" / name).read_bytes() == one, name
+        assert (tmp_path / "agents" / name).read_bytes() == one, name
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

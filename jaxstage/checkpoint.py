@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def save(
     name = checkpoint_name(records.last_stage)
     staging = staging_path(folder, name, os.getpid())
     new_staging(folder, staging)
-    try:
+    with removed_on_failure(staging):
         _write(staging / "actions.npy", lambda f: np.save(f, np.asarray(actions)))
         target = finish_staging(
             folder,
@@ -303,11 +304,19 @@ def save(
             schedules=schedules,
             initial=initial,
         )
+    publish(folder, name, keep)
+    return target
+
+
+@contextlib.contextmanager
+def removed_on_failure(staging: Path) -> Iterator[None]:
+    """Remove the staging folder when writing it fails: a checkpoint is whole or absent
+    (and a writer that is killed instead leaves it to :func:`publish`'s clean-up)."""
+    try:
+        yield
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    publish(folder, name, keep)
-    return target
 
 
 def _remove_dead_staging(folder: Path) -> None:
@@ -391,7 +400,9 @@ def load(folder: str | os.PathLike[str]) -> Checkpoint:
 
         actions = ActionParts.of_checkpoint(path, manifest)
     else:
-        actions = np.load(path / "actions.npy", allow_pickle=False)
+        # Memory-mapped: a resumed state is placed from it shard by shard, so a population
+        # of 10**10 agents is not read into memory beside the devices' copy.
+        actions = np.load(path / "actions.npy", mmap_mode="r", allow_pickle=False)
     with np.load(path / "records.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     batched = bool(manifest.get("batched", False))

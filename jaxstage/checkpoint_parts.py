@@ -91,7 +91,7 @@ def save_parts(
         parts = sorted(digests)
         full = {**manifest, "actions_parts": parts, "actions_shape": shape}
         full["actions_dtype"] = np.dtype(dtype).name
-        try:
+        with checkpoint.removed_on_failure(staging):
             checkpoint.finish_staging(
                 folder,
                 staging,
@@ -102,11 +102,6 @@ def save_parts(
                 initial=initial,
                 digests=digests,
             )
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         checkpoint.publish(folder, name, keep)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "triple32",
     "stream_key",
     "index_below",
+    "index_words_below",
     "random_bits",
     "uniform",
     "randint",
@@ -130,6 +131,38 @@ def _product(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     carry = (lo < low).astype(jnp.uint32)
     hi = x1 * y1 + (middle >> 16) + (middle_carry << 16) + carry
     return hi, lo
+
+
+def _add(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``x + y`` of uint32 words as (carry, low word)."""
+    total = x + y
+    return (total < x).astype(jnp.uint32), total
+
+
+def index_words_below(
+    first: jax.Array, second: jax.Array, upper: int
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`index_below` for ``1 <= upper < 2**48``: ``floor(w * upper / 2**48)`` as
+    uint32 (high, low) words of the index (``high * 2**32 + low``), the same index as
+    :func:`index_below` where both apply.
+
+    ``w = W1 * 2**32 + W0`` (``W1 < 2**16``) and ``upper = U1 * 2**32 + U0`` (``U1 <
+    2**16``) give a 96-bit product of three words from four exact 64-bit partial
+    products; the index is its bits 48 to 95."""
+    if not 1 <= upper < 2**48:
+        raise ValueError(f"upper must be in [1, 2**48), got {upper}")
+    a, b = first >> 8, second >> 8
+    w1, w0 = a >> 8, ((a & 0xFF) << 24) | b
+    u1, u0 = jnp.uint32(upper >> 32), jnp.uint32(upper & 0xFFFFFFFF)
+    p00_hi, p00_lo = _product(w0, u0)
+    p01_hi, p01_lo = _product(w0, u1)  # weight 2**32
+    p10_hi, p10_lo = _product(w1, u0)  # weight 2**32
+    p11_lo = w1 * u1  # weight 2**64; < 2**32
+    carry_a, word1 = _add(p00_hi, p01_lo)
+    carry_b, word1 = _add(word1, p10_lo)
+    word2 = p01_hi + p10_hi + p11_lo + carry_a + carry_b  # < 2**32: the product < 2**96
+    del p00_lo  # bits 0..31 fall below bit 48
+    return word2 >> 16, (word2 << 16) | (word1 >> 16)
 
 
 def index_below(first: jax.Array, second: jax.Array, upper: int) -> jax.Array:

@@ -544,25 +544,41 @@ class Simulation:
         if tuple(np.shape(actions)) != (n,):
             raise ValueError(f"actions must have shape ({n},), got {tuple(np.shape(actions))}")
         stage = check_int(stage, "stage", low=0, high=self.num_stages)
-        sharding = fast.actions_sharding(self.spec, ndim=1)
         if self.spec.kernel == "fast":
-            dtype = fast.action_dtype(self.game.num_actions)
             key = np.asarray(key, np.uint32).reshape(())
-            if distributed.spans_processes(sharding):  # each process reads its own shards
-                placed = checkpoint_parts.placed(actions, self.spec.padded_agents, sharding, dtype)
-            else:
-                padded = np.zeros(self.spec.padded_agents, dtype)
-                padded[:n] = np.asarray(actions)
-                placed = distributed.global_array(padded, sharding)
+            placed = placed_actions(self.spec, self.game.num_actions, actions)
         else:
             key = np.asarray(key, np.uint32).reshape(2)
             placed = jnp.asarray(np.asarray(actions).astype(np.int32))
         return SimulationState(placed, np.int32(stage), np.uint32(seed), jnp.asarray(key), metrics)
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
-        """The ``(num_agents,)`` int32 stage actions of ``state`` (padding dropped)."""
-        actions = distributed.host_array(state.actions)
-        return actions[: self.options.num_agents].astype(np.int32)
+        """The ``(num_agents,)`` stage actions of ``state`` (padding dropped), int8 (int16
+        past 128 actions) on both kernels: one byte per agent, not four (cast before
+        arithmetic that could leave the range, e.g. ``actions.astype(np.int64) * w``)."""
+        return host_actions(state.actions, self.options.num_agents, self.game.num_actions)
+
+
+def placed_actions(spec: RunSpec, num_actions: int, actions) -> jax.Array:
+    """A checkpoint's ``(..., num_agents)`` stage actions (an array, memory-mapped or not,
+    or :class:`~jaxstage.checkpoint_parts.ActionParts`) padded to ``spec``'s blocks and
+    put on its devices. Over several shards they are placed shard by shard: no padded copy
+    of the whole population on the host, and each process reads only its own shards."""
+    dtype = fast.action_dtype(num_actions)
+    sharding = fast.actions_sharding(spec, ndim=len(actions.shape))
+    if sharding is not None:
+        return checkpoint_parts.placed(actions, spec.padded_agents, sharding, dtype)
+    padded = np.zeros((*actions.shape[:-1], spec.padded_agents), dtype)  # one shard
+    padded[..., : actions.shape[-1]] = np.asarray(actions)
+    return jnp.asarray(padded)
+
+
+def host_actions(actions: jax.Array, num_agents: int, num_actions: int) -> np.ndarray:
+    """A state's ``(..., padded)`` stage actions as host ``(..., num_agents)`` int8
+    (int16 past 128 actions), gathered from every process (a view where the host copy
+    allows: no copy of the whole population beyond the one gathered)."""
+    host = distributed.host_array(actions)[..., :num_agents]
+    return host.astype(fast.action_dtype(num_actions), copy=False)
 
 
 def advance_to_horizon(

@@ -77,7 +77,7 @@ from jaxstage.fast_blocks import (
     count_total,
     count_values,
     on_shards,
-    sample_indices,
+    sampled_agents,
     shard_start,
     shard_total,
 )
@@ -200,7 +200,7 @@ def fast_stage(
             seed,
             stage,
             actions=actions,
-            sampled=sample_indices(spec, seed, stage),
+            sampled=sampled_agents(spec, seed, stage),
             round_payoffs=round_payoffs,
             stage_length=stage_length,
         )

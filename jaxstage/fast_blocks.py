@@ -55,6 +55,10 @@ __all__ = [
     "adopters_among",
     "local_actions",
     "sample_indices",
+    "WideIndex",
+    "sample_words",
+    "sampled_agents",
+    "sampled_seed",
 ]
 
 
@@ -281,12 +285,28 @@ def adopters_among(
     return inside & adopts(params, seed, stage, events.agent.astype(jnp.uint32))
 
 
+class WideIndex(NamedTuple):
+    """Global agent indices ``high * 2**32 + low`` as uint32 words (past ``2**31``)."""
+
+    high: jax.Array
+    low: jax.Array
+
+
 def local_actions(
-    spec: RunSpec, actions: jax.Array, agents: jax.Array
+    spec: RunSpec, actions: jax.Array, agents: jax.Array | WideIndex
 ) -> tuple[jax.Array, jax.Array]:
-    """The int32 stage actions of global ``agents`` held by this shard, and which are."""
-    local = agents - shard_start(spec)
-    here = (local >= 0) & (local <= actions.shape[0] - 1)  # the size may be 2**31
+    """The int32 stage actions of global ``agents`` (int32, or :class:`WideIndex`) held
+    by this shard, and which are."""
+    last = actions.shape[0] - 1  # the size may be 2**31
+    if isinstance(agents, WideIndex):
+        start_high, start_low = shard_words(spec)
+        borrow = (agents.low < start_low).astype(jnp.uint32)
+        offset = agents.low - start_low  # the low word of agents - start
+        here = (agents.high - start_high - borrow == 0) & (offset <= jnp.uint32(last))
+        local = offset.astype(jnp.int32)  # < 2**31 where here
+    else:
+        local = agents - shard_start(spec)
+        here = (local >= 0) & (local <= last)
     return actions[jnp.where(here, local, 0)].astype(jnp.int32), here
 
 
@@ -303,6 +323,34 @@ def sample_indices(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Arra
         return crng.index_below(first_bits, second_bits, spec.num_agents)
     uniform = crng.uniform(key, draws)
     return jnp.minimum(jnp.floor(uniform * spec.num_agents), spec.num_agents - 1).astype(jnp.int32)
+
+
+def sample_words(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> WideIndex:
+    """The agents of :func:`sample_indices` as :class:`WideIndex` words, for any
+    population to ``2**40`` (the same agents where both apply: past
+    :data:`SAMPLE_24_BITS_UP_TO` the same 48-bit draw, its index kept in two words)."""
+    if spec.num_agents <= SAMPLE_24_BITS_UP_TO:
+        low = sample_indices(spec, seed, stage).astype(jnp.uint32)
+        return WideIndex(jnp.zeros_like(low), low)
+    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
+    first = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM), draws)
+    second = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM, 1), draws)
+    return WideIndex(*crng.index_words_below(first, second, spec.num_agents))
+
+
+def sampled_agents(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Array | WideIndex:
+    """The agents sampled for sampled information at ``stage``: as :class:`WideIndex`
+    words on the loop over rounds with ``spec.wide_counts`` (populations past ``2**31``
+    run there only), else int32 indices (:func:`sample_indices`)."""
+    if spec.wide_counts and spec.exploration_path == "rounds":
+        return sample_words(spec, seed, stage)
+    return sample_indices(spec, seed, stage)
+
+
+def sampled_seed(seed: jax.Array, sampled: jax.Array | WideIndex) -> jax.Array | crng.Seed:
+    """The seed of the sampled agents' own streams: per agent, by the high word of its
+    index, for :class:`WideIndex` (the same keys while it is 0), else ``seed``."""
+    return crng.Seed(seed, sampled.high) if isinstance(sampled, WideIndex) else seed
 
 
 #: Up to this many agents a sampled agent is ``floor(u * n)`` of a 24-bit uniform, which

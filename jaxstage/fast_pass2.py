@@ -24,10 +24,12 @@ from jaxstage.fast_blocks import (
     EXPLORE_STREAM,
     OWN_NOISE_STREAM,
     AgentBlock,
+    WideIndex,
     block_chunks,
     in_block,
     local_actions,
     played_actions,
+    sampled_seed,
     shard_total,
     types_of,
 )
@@ -256,17 +258,18 @@ def sample_own_sums(
 ) -> tuple[jax.Array, jax.Array]:
     """``(k,)`` payoff sums and counts of the sampled agents' own observations."""
     if spec.event_capacity == 0:
-        index = sampled.astype(jnp.uint32)
+        wide = isinstance(sampled, WideIndex)
+        index, high = (sampled.low, sampled.high) if wide else (sampled.astype(jnp.uint32), None)
         sampled_actions, here = local_actions(spec, actions, sampled)
         sums, counts = own_sums_by_rounds(
             spec,
             params,
-            seed,
+            sampled_seed(seed, sampled),
             stage,
             index=index,
             stage_actions=sampled_actions,
             valid=here,
-            types=types_of(spec, index),
+            types=types_of(spec, index, high),
             round_payoffs=round_payoffs,
             stage_length=stage_length,
         )

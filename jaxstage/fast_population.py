@@ -30,7 +30,7 @@ from jaxstage.fast_blocks import (
     POP_NOISE_STREAM,
     count_values,
     local_actions,
-    sample_indices,
+    sampled_agents,
     shard_total,
 )
 from jaxstage.finiteness import first_nonfinite_round, nonfinite_counts, with_published_check
@@ -224,7 +224,7 @@ def published_counts(
     if spec.info_sample_size is None:
         d_hat = as_float(stage_counts) / n
     else:
-        sampled, here = local_actions(spec, actions, sample_indices(spec, seed, stage))
+        sampled, here = local_actions(spec, actions, sampled_agents(spec, seed, stage))
         d_hat = shard_total(spec, count_values(sampled, here, k)).astype(jnp.float32)
         d_hat = d_hat / spec.info_sample_size
     if spec.info_noisy:

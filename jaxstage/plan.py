@@ -481,7 +481,7 @@ def kernel_spec(
     spec = spec._replace(local_mesh=distributed.is_process_local())
     wide = num_agents > MAX_INT32_AGENTS
     if wide:
-        fast_path = _wide_population_path(kernel, learner, num_agents, fast_path)
+        fast_path = _wide_population_path(kernel, num_agents, fast_path)
     if kernel == "reference":
         if devices not in (None, 1):
             raise ValueError(
@@ -548,9 +548,7 @@ def kernel_spec(
     )
 
 
-def _wide_population_path(
-    kernel: str, learner: StageLearning, num_agents: int, fast_path: str
-) -> str:
+def _wide_population_path(kernel: str, num_agents: int, fast_path: str) -> str:
     """The fast path of a population past :data:`MAX_INT32_AGENTS` (the loop over
     rounds: the others index agents in int32), or why it cannot run."""
     limit = f"{MAX_INT32_AGENTS:,} (2**31 - 1)"
@@ -563,11 +561,6 @@ def _wide_population_path(
         raise ValueError(
             f"num_agents={num_agents:,} is above the {fast_path} path's limit of {limit}; "
             f"past it the fast kernel runs its loop over rounds: fast_path='rounds' or 'auto'"
-        )
-    if learner.info_sample_size is not None:
-        raise ValueError(
-            f"info_sample_size={learner.info_sample_size} (sampled information) runs up to "
-            f"{limit} agents, got num_agents={num_agents:,}"
         )
     return "rounds"
 

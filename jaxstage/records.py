@@ -48,7 +48,8 @@ class SimulationResult:
             equilibrium (for ``hold_stages`` states, when given), or ``None``.
         convergence_round: ``rounds[convergence_stage]`` or ``None`` (not converged).
         config: the full configuration of the run (game, learner, population, seed...).
-        final_actions: ``(n,)`` final stage actions if requested, else ``None``.
+        final_actions: ``(n,)`` final stage actions if requested (int8, int16 past 128
+            actions), else ``None``.
     """
 
     distribution: np.ndarray

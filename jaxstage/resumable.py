@@ -114,34 +114,23 @@ def _writer(run: Run, state: SimulationState, folder: Path, every: int, extra: d
         writer_pid = distributed.allgather_objects(writer_pid)[0]
 
     def write(state: SimulationState, records: StageRecords) -> None:
+        files = dict(manifest=manifest, records=records, schedules=schedules, initial=initial)
         if checkpoint_parts.is_split_over_processes(state.actions):
             checkpoint_parts.save_parts(
                 folder,
-                manifest=manifest,
                 actions=state.actions,
                 num_agents=num_agents,
                 dtype=state.actions.dtype,
-                records=records,
-                schedules=schedules,
-                initial=initial,
                 keep=keep,
                 writer_pid=writer_pid,
+                **files,
             )
-            distributed.barrier(f"jaxstage-checkpoint-{records.last_stage}")
-            return
-        # One copy of the population on every process: process 0 alone writes it, and
-        # the others wait, so that none reads a checkpoint it has not finished.
-        actions = run.final_actions(state).astype(state.actions.dtype)
-        if distributed.is_main_process():
-            checkpoint.save(
-                folder,
-                manifest=manifest,
-                actions=actions,
-                records=records,
-                schedules=schedules,
-                initial=initial,
-                keep=keep,
-            )
+        else:
+            # One copy of the population on every process: process 0 alone writes it,
+            # and the others wait, so that none reads a checkpoint it has not finished.
+            actions = run.final_actions(state)  # a view of the host copy where it can be
+            if distributed.is_main_process():
+                checkpoint.save(folder, actions=actions, keep=keep, **files)
         distributed.barrier(f"jaxstage-checkpoint-{records.last_stage}")
 
     return write

@@ -19,13 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import checkpoint_parts, distributed, fast, plan
+from jaxstage import plan
 from jaxstage._validation import check_int
 from jaxstage.engine import (
     Pipeline,
     RunOptions,
     SimulationState,
     advance_to_horizon,
+    host_actions,
+    placed_actions,
     references_for,
     run_config,
 )
@@ -321,16 +323,9 @@ class Sweep:
         if shape != (self.num_rows, n):
             raise ValueError(f"actions must have shape ({self.num_rows}, {n}), got {shape}")
         stage = check_int(stage, "stage", low=0, high=self.num_stages)
-        sharding = fast.actions_sharding(self.spec, ndim=2)
         if self.spec.kernel == "fast":
-            dtype = fast.action_dtype(self.game.num_actions)
             key = np.asarray(key, np.uint32).reshape(self.num_rows)
-            if distributed.spans_processes(sharding):  # each process reads its own shards
-                placed = checkpoint_parts.placed(actions, self.spec.padded_agents, sharding, dtype)
-            else:
-                padded = np.zeros((self.num_rows, self.spec.padded_agents), dtype)
-                padded[:, :n] = np.asarray(actions)
-                placed = distributed.global_array(padded, sharding)
+            placed = placed_actions(self.spec, self.game.num_actions, actions)
         else:
             placed = jnp.asarray(np.asarray(actions).astype(np.int32))
             key = np.asarray(key, np.uint32).reshape(self.num_rows, 2)
@@ -338,6 +333,6 @@ class Sweep:
         return SimulationState(placed, np.int32(stage), seed, jnp.asarray(key), metrics)
 
     def final_actions(self, state: SimulationState) -> np.ndarray:
-        """The ``(rows, num_agents)`` int32 stage actions of ``state`` (padding dropped)."""
-        actions = distributed.host_array(state.actions)
-        return actions[:, : self.options[0].num_agents].astype(np.int32)
+        """The ``(rows, num_agents)`` stage actions of ``state`` (padding dropped), int8
+        (int16 past 128 actions) as :meth:`jaxstage.Simulation.final_actions`."""
+        return host_actions(state.actions, self.options[0].num_agents, self.game.num_actions)

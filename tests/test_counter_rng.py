@@ -119,6 +119,27 @@ def test_index_below_is_the_exact_48_bit_floor(upper):
     assert got.min() >= 0 and got.max() < upper
 
 
+@pytest.mark.parametrize(
+    "upper", [1, 3, 2**24 + 1, 2**31 - 1, 2**31, 2**32 + 5, 10**10, 2**40, 2**48 - 1]
+)
+def test_index_words_below_is_the_exact_48_bit_floor(upper):
+    """``index_words_below`` (populations to 2**40) against Python's exact integers,
+    extreme words included, and the same index as ``index_below`` below 2**31."""
+    rng = np.random.default_rng(upper % 2**32)
+    first = rng.integers(0, 2**32, 20_000, dtype=np.uint64)
+    second = rng.integers(0, 2**32, 20_000, dtype=np.uint64)
+    first[:3], second[:3] = [0, 2**32 - 1, 2**32 - 1], [0, 2**32 - 1, 0]
+    first, second = jnp.asarray(first.astype(np.uint32)), jnp.asarray(second.astype(np.uint32))
+    high, low = crng.index_words_below(first, second, upper)
+    got = np.asarray(high).astype(object) * 2**32 + np.asarray(low).astype(object)
+    words = [((int(f) >> 8) << 24) | (int(s) >> 8) for f, s in zip(first, second, strict=True)]
+    np.testing.assert_array_equal(got, [(w * upper) >> 48 for w in words])
+    if upper < 2**31:
+        np.testing.assert_array_equal(crng.index_below(first, second, upper), np.asarray(low))
+    with pytest.raises(ValueError, match="upper"):
+        crng.index_words_below(first, second, 2**48)
+
+
 def test_sampled_agents_past_2_24_reach_every_agent():
     """Past 2**24 agents a 24-bit uniform reached only every sixth agent of 10**8 (its
     draws are multiples of 10**8 / 2**24 = 5.96, rounded down); the 48-bit draws reach

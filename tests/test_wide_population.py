@@ -215,10 +215,72 @@ def test_past_int32_refusals_come_before_any_work(kwargs, message):
         js.simulate(game, learner, num_agents=BIG, num_stages=1, **kwargs)
 
 
-def test_sampled_information_is_refused_past_int32():
+def test_sampled_information_runs_past_int32():
+    """Sampled information is planned past 2**31 - 1 (on the loop over rounds): what
+    stops this one is the devices, not the sample."""
     learner = js.StageLearning(stage_length=2, info="payoffs", info_sample_size=10)
-    with pytest.raises(ValueError, match="info_sample_size=10"):
+    with pytest.raises(ValueError, match="at least 3 devices"):
         js.simulate(js.make_game("congestion"), learner, num_agents=BIG, num_stages=1)
+
+
+SAMPLED = {
+    "payoffs": js.StageLearning(
+        stage_length=2, explore_prob=0.2, update_prob=0.5, info="payoffs", info_sample_size=500
+    ),
+    "distribution": js.StageLearning(
+        stage_length=1, explore_prob=0.1, update_prob=0.5, info="distribution",
+        info_sample_size=300, info_noise_std=0.02,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", sorted(SAMPLED))
+@pytest.mark.parametrize(
+    "num_agents, devices",
+    [(30_011, 1), (30_011, 2), (2**24 + 4099, 2)],
+    ids=["small-1", "small-2", "past-2**24-2"],
+)
+def test_sampled_information_with_wide_counts_gives_the_int32_numbers(
+    monkeypatch, mode, num_agents, devices
+):
+    """The sampled agents as index words (``fast_blocks.sample_words``), their shards
+    found by word arithmetic and their streams keyed per agent by the high word: the
+    int32 path's numbers bitwise, below and past 2**24 (the 48-bit draw)."""
+    game = js.make_game("congestion", num_actions=3)
+    kwargs = dict(num_agents=num_agents, num_stages=2, seed=5, fast_path="rounds", devices=devices)
+    plain = js.simulate(game, SAMPLED[mode], **kwargs)
+    monkeypatch.setattr(plan, "FORCED_WIDE_COUNTS", True)
+    widened = js.simulate(game, SAMPLED[mode], **kwargs)
+    _assert_bitwise(plain, widened)
+
+
+def test_local_actions_finds_word_indices_across_2_32(monkeypatch):
+    """A shard that starts 100 agents below 2**32 holds the agents of both high words;
+    ``local_actions`` of word indices against NumPy int64, padding and neighbours of the
+    shard included."""
+    start = 2**32 - 100
+    monkeypatch.setattr(
+        fast_blocks,
+        "shard_words",
+        lambda spec: (jnp.uint32(start >> 32), jnp.uint32(start & 0xFFFFFFFF)),
+    )
+    spec = _spec(2**33, 1024, 4, (2**33,))
+    actions = jnp.asarray(np.arange(1000) % 7, jnp.int8)
+    agents = np.asarray(
+        [0, start - 1, start, start + 99, 2**32, start + 999, start + 1000, 2**33 - 1,
+         2**32 + 2**31, start + 500, 2**32 - 1, 2**32 + 899, 2**32 + 900],
+        np.int64,
+    )  # fmt: skip
+    words = fast_blocks.WideIndex(
+        jnp.asarray((agents >> 32).astype(np.uint32)),
+        jnp.asarray((agents & 0xFFFFFFFF).astype(np.uint32)),
+    )
+    got, here = fast_blocks.local_actions(spec, actions, words)
+    local = agents - start
+    expected_here = (local >= 0) & (local < 1000)
+    np.testing.assert_array_equal(here, expected_here)
+    expected = np.where(expected_here, np.asarray(actions)[np.clip(local, 0, 999)], 0)
+    np.testing.assert_array_equal(np.where(here, got, 0), expected)
 
 
 def test_populations_past_the_limit_are_refused():
@@ -231,6 +293,7 @@ _PAST_2_32 = textwrap.dedent(
     import json, sys
     import numpy as np
     import jaxstage as js
+    from jaxstage import fast_blocks
     js.use_cpu_cores(int(sys.argv[1]))
     n = 2**32 + 2**21 + 7
     game = js.make_game("congestion", num_actions=2)
@@ -248,7 +311,20 @@ _PAST_2_32 = textwrap.dedent(
                 probe[name] = data[at - start : at - start + 2**20].astype(int).tolist()
     state, records = sim.advance(state, 1, donate=True)
     result = sim.result(records)
+    del state
+    # Sampled published payoffs: a sample of 2**16 agents, some of them past 2**32.
+    sampled = js.StageLearning(
+        stage_length=1, explore_prob=0.05, update_prob=1.0, info="payoffs",
+        info_sample_size=2**16,
+    )
+    sampled_sim = js.Simulation(game, sampled, num_agents=n, num_stages=1)
+    words = fast_blocks.sample_words(sampled_sim.spec, np.uint32(11), np.int32(0))
+    _, sampled_records = sampled_sim.advance(sampled_sim.init(11), 1, donate=True)
+    sampled_result = sampled_sim.result(sampled_records)
     print(json.dumps(dict(
+        sampled_distribution=sampled_result.distribution.tolist(),
+        sampled_switched=sampled_result.switched_fraction.tolist(),
+        sampled_past_2_32=int(np.sum(np.asarray(words.high) > 0)),
         counts=np.asarray(records.stages.metrics.counts_by_type).tolist(),
         distribution=result.distribution.tolist(),
         switched=result.switched_fraction.tolist(),
@@ -264,7 +340,8 @@ _PAST_2_32 = textwrap.dedent(
 def test_a_run_past_2_32_agents_is_exact_and_layout_free(tmp_path):
     """2**32 + 2**21 + 7 agents (4.3 GB of int8 actions), one stage, on 3 and on 4 CPU
     devices: the same numbers bitwise; the stage's counts sum to n exactly; agents past
-    2**32 draw their own streams."""
+    2**32 draw their own streams; with sampled published payoffs (a sample reaching past
+    2**32) the same numbers too."""
     script = tmp_path / "past.py"
     script.write_text(_PAST_2_32)
     env = {**os.environ, "XLA_FLAGS": ""}
@@ -283,6 +360,10 @@ def test_a_run_past_2_32_agents_is_exact_and_layout_free(tmp_path):
     assert (three["devices"], four["devices"]) == (3, 4)
     for key in ("counts", "distribution", "switched", "played"):
         assert three[key] == four[key]
+    for key in ("sampled_distribution", "sampled_switched"):
+        assert three[key] == four[key]
+    assert three["sampled_past_2_32"] > 0  # the draw reaches agents past 2**32
+    assert three["sampled_switched"][-1] > 0
     n = 2**32 + 2**21 + 7
     assert int(np.sum(three["counts"])) == n
     assert abs(three["same_initial"] - 0.5) < 0.01  # k = 2: half agree by chance

@@ -26,6 +26,7 @@ from jaxstage.devices import cpu_core_count, use_cpu_cores  # noqa: E402
 from jaxstage.engine import Simulation, SimulationState  # noqa: E402
 from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
 from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
+from jaxstage.mean_field import MeanFieldTrajectory, mean_field_trajectory  # noqa: E402
 from jaxstage.plan import estimate_memory_bytes  # noqa: E402
 from jaxstage.records import SimulationResult, StageRecords, SweepResult  # noqa: E402
 from jaxstage.simulation import resume, simulate, sweep  # noqa: E402
@@ -55,6 +56,9 @@ __all__ = [
     "use_cpu_cores",
     "distributed",
     "cpu_core_count",
+    # the mean-field limit (n -> infinity) of stage learning
+    "mean_field_trajectory",
+    "MeanFieldTrajectory",
     # best-reply dynamics
     "best_reply_dynamics",
     "solve_equilibrium",

@@ -12,6 +12,7 @@ import pytest
 
 import jaxstage as js
 from jaxstage import mean_field as mf
+from jaxstage import stage_candidates
 from jaxstage.game_base import AnonymousGame, type_counts
 from jaxstage.mean_field import (
     candidate_matrix,
@@ -229,12 +230,12 @@ def test_a_finer_lattice_and_wider_window_change_nothing(monkeypatch):
     mu = [0.3, -0.4, 0.0, 0.25, 0.1]
     args = dict(noise_std=0.7, stage_length=20, explore_prob=0.3)
     base = candidate_matrix(mu, **args, tolerance=1e-13).probs
-    monkeypatch.setattr(mf, "NODES_PER_STD", 4.0)
+    monkeypatch.setattr(stage_candidates, "NODES_PER_STD", 4.0)
     np.testing.assert_allclose(
         candidate_matrix(mu, **args, tolerance=1e-14).probs, base, atol=1e-13
     )
     # Half the nodes (the lattice error grows to about exp(-2 pi^2)): visibly worse.
-    monkeypatch.setattr(mf, "NODES_PER_STD", 1.0)
+    monkeypatch.setattr(stage_candidates, "NODES_PER_STD", 1.0)
     coarse = candidate_matrix(mu, **args, tolerance=1e-13).probs
     assert np.abs(coarse - base).max() > 1e-11
 

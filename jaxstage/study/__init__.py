@@ -31,10 +31,23 @@ continued. ``br_distance`` is the mean over stages ``s = 1..S`` of the L1 distan
 ``sum_a |d_learn[s, a] - d_br[s, a]|`` between the learners' distribution of stage
 actions after stage ``s`` and the dynamics' distribution after step ``s``.
 
+**Distance to the mean-field trajectory** (:func:`mf_distance`, claims C2 and C5): the
+same mean over stages ``1..S`` of the L1 distance, to the deterministic ``n -> infinity``
+trajectory of the run's game, learner and number of stages (MODEL.md section 9,
+:func:`jaxstage.mean_field.mean_field_trajectory`) from the exact uniform distribution
+(the runs start from uniform draws, so their initial sampling is part of the distance).
+It is computed once per setting (:mod:`~jaxstage.study.mean_field_reference`), and is
+missing (empty) where the map does not apply: sampled or noisy information, noise that
+is not additive Gaussian, or a setting above
+:data:`~jaxstage.study.mean_field_reference.MEAN_FIELD_MAX_WORK`; config.json and
+summary.md say why, once per reason. ``mf_distance_slopes.csv``
+(:func:`mf_distance_slopes_table`) fits the slope of log(median distance) on log(n) per
+setting: ``-1/2`` where sampling noise dominates.
+
 :func:`run_study` runs a study and writes its folder atomically (see
 :func:`write_study`): ``runs.csv``, ``convergence.csv``, ``shortest_stage_length.csv``,
-``info_speedup.csv``, ``series.csv`` (time series of the oscillation experiments),
-``config.json``, ``summary.md`` and PNG plots.
+``info_speedup.csv``, ``mf_distance_slopes.csv``, ``series.csv`` (time series of the
+oscillation experiments), ``config.json``, ``summary.md`` and PNG plots.
 
 **Definitions are data**: TOML files (schema in docs/study.md). :func:`load_study` reads
 a built-in one (``"quick"``, ``"full"``) or a user's file; :func:`write_definition`
@@ -43,7 +56,8 @@ built-in ones with their parameters as overrides.
 
 The modules, one idea each: :mod:`~jaxstage.study.definition` (the types, their checks,
 :func:`select`), :mod:`~jaxstage.study.loading` (TOML files), :mod:`~jaxstage.study.measures`
-(per-run measures), :mod:`~jaxstage.study.runner` (running, :func:`run_study`),
+(per-run measures), :mod:`~jaxstage.study.mean_field_reference` (the mean-field
+trajectory of each setting, cached), :mod:`~jaxstage.study.runner` (running, :func:`run_study`),
 :mod:`~jaxstage.study.journal` (resume and reuse), :mod:`~jaxstage.study.tables` (derived
 tables), :mod:`~jaxstage.study.report` (``summary.md``), :mod:`~jaxstage.study.plots` and
 :mod:`~jaxstage.study.output` (the folder and its atomic write, through
@@ -76,7 +90,8 @@ from jaxstage.study.loading import (
     quick_study,
     write_definition,
 )
-from jaxstage.study.measures import br_distance, br_trajectory, study_convergence
+from jaxstage.study.mean_field_reference import MeanFieldReference, MeanFieldSetting
+from jaxstage.study.measures import br_distance, br_trajectory, mf_distance, study_convergence
 from jaxstage.study.output import RUN_COLUMNS, STUDY_FILES, check_study_folder, write_study
 from jaxstage.study.plots import redraw_plots
 from jaxstage.study.report import summary_markdown
@@ -93,6 +108,7 @@ from jaxstage.study.tables import (
     convergence_table,
     info_speedup_table,
     median_with_failures,
+    mf_distance_slopes_table,
     shortest_stage_length_table,
 )
 from jaxstage.tables import read_csv
@@ -114,6 +130,10 @@ __all__ = [
     "study_convergence",
     "br_trajectory",
     "br_distance",
+    "mf_distance",
+    "MeanFieldSetting",
+    "MeanFieldReference",
+    "mf_distance_slopes_table",
     "median_with_failures",
     "convergence_table",
     "shortest_stage_length_table",

@@ -1,6 +1,6 @@
-"""Per-run measures of the study: its convergence criterion and the distance to
-best-reply dynamics (claim C5). Definitions: the package docstring of
-:mod:`jaxstage.study`."""
+"""Per-run measures of the study: its convergence criterion, the distance to best-reply
+dynamics (claim C5) and the distance to the mean-field trajectory (claims C2 and C5).
+Definitions: the package docstring of :mod:`jaxstage.study`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["study_convergence", "br_trajectory", "br_distance", "br_reference"]
+__all__ = [
+    "study_convergence",
+    "br_trajectory",
+    "br_distance",
+    "br_reference",
+    "mf_distance",
+    "mf_reference_distance",
+]
 
 
 def study_convergence(
@@ -76,13 +83,42 @@ def br_distance(learners: np.ndarray, best_reply: np.ndarray) -> float:
         ...             np.array([[.5, .5], [.5, .5], [1., 0.]]))
         0.5
     """
-    learners, best_reply = np.asarray(learners, float), np.asarray(best_reply, float)
-    if learners.shape != best_reply.shape or learners.shape[0] < 2:
+    return _mean_stage_l1(learners, best_reply)
+
+
+def mf_distance(learners: np.ndarray, mean_field: np.ndarray) -> float:
+    """Mean over stages ``1..S`` of the L1 distance between a run's ``(S+1, k)``
+    distribution of stage actions and the mean-field trajectory (MODEL.md section 9).
+
+    The initial state is left out as in :func:`br_distance`; it still counts through the
+    stages it leads to (the mean field starts from the exact initial distribution, the
+    run from its sample of it).
+
+    Example:
+        >>> mf_distance(np.array([[.5, .5], [.6, .4], [.7, .3]]),
+        ...             np.array([[.5, .5], [.5, .5], [.8, .2]]))
+        0.2
+    """
+    return _mean_stage_l1(learners, mean_field)
+
+
+def mf_reference_distance(result: Any, reference: Any) -> float | None:
+    """``mf_distance`` of one run against its setting's
+    :class:`~jaxstage.study.mean_field_reference.MeanFieldReference`; ``None`` when the
+    mean-field map does not apply to the setting (the reference says why)."""
+    if reference.distribution is None:
+        return None
+    return mf_distance(result.distribution, reference.distribution)
+
+
+def _mean_stage_l1(first: np.ndarray, second: np.ndarray) -> float:
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    if first.shape != second.shape or first.shape[0] < 2:
         raise ValueError(
-            f"trajectories must have the same shape with >= 2 states, got {learners.shape} "
-            f"and {best_reply.shape}"
+            f"trajectories must have the same shape with >= 2 states, got {first.shape} "
+            f"and {second.shape}"
         )
-    return float(np.mean(np.abs(learners[1:] - best_reply[1:]).sum(axis=1)))
+    return float(np.mean(np.abs(first[1:] - second[1:]).sum(axis=1)))
 
 
 def br_reference(

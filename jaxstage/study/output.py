@@ -13,8 +13,15 @@ from jaxstage import folders
 from jaxstage.study import plots as study_plots
 from jaxstage.study.definition import Study
 from jaxstage.study.journal import check_journal_folder, partial_folder
+from jaxstage.study.mean_field_reference import MEAN_FIELD_MAX_WORK, MEAN_FIELD_TOLERANCE
 from jaxstage.study.report import summary_markdown
-from jaxstage.study.tables import convergence_table, info_speedup_table, shortest_stage_length_table
+from jaxstage.study.tables import (
+    EXPECTED_MF_SLOPE,
+    convergence_table,
+    info_speedup_table,
+    mf_distance_slopes_table,
+    shortest_stage_length_table,
+)
 from jaxstage.tables import write_csv
 
 __all__ = ["RUN_COLUMNS", "STUDY_FILES", "check_study_folder", "write_study"]
@@ -47,6 +54,7 @@ RUN_COLUMNS = (
     "br_distance",
     "br_steps",
     "br_converged",
+    "mf_distance",
     "kernel",
     "sweep_seconds",
     "jaxstage_version",
@@ -61,6 +69,7 @@ STUDY_FILES = frozenset(
         "convergence.csv",
         "shortest_stage_length.csv",
         "info_speedup.csv",
+        "mf_distance_slopes.csv",
         "series.csv",
         "config.json",
         "summary.md",
@@ -68,6 +77,7 @@ STUDY_FILES = frozenset(
         "shortest_stage_length.png",
         "info_speedup.png",
         "br_distance.png",
+        "mf_distance.png",
         "oscillation.png",
     }
 )
@@ -126,17 +136,23 @@ def write_study(
     overwrite: bool = False,
     plots: bool = True,
     reused: Sequence[dict[str, Any]] = (),
+    mf_missing: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write the tables, configuration, summary and plots of a study, atomically.
 
     ``reused`` lists the sweeps taken from other study folders (:func:`reusable_sweeps`);
-    config.json and summary.md name them and their own run time.
+    config.json and summary.md name them and their own run time. ``mf_missing`` says,
+    once per reason, why ``mf_distance`` is missing for the settings listed
+    (:func:`~jaxstage.study.mean_field_reference.missing_mean_field_reasons`);
+    config.json and summary.md hold it.
     """
     from jaxstage.engine import versions as run_versions
 
     convergence = convergence_table(runs)
     shortest = shortest_stage_length_table(convergence)
     speedup = info_speedup_table(convergence, study.experiments)
+    slopes = mf_distance_slopes_table(convergence)
+    mf_missing = mf_missing or {}
     config = {
         "study": study.config(),
         "versions": run_versions(),
@@ -157,21 +173,43 @@ def write_study(
             "and simultaneous best-reply dynamics (inertia = update_prob, one step per "
             "stage, same initial counts; held when stopped, two-cycle continued)"
         ),
+        "mf_distance": (
+            "mean over stages 1..S of the L1 distance between the learners' distribution "
+            "and the mean-field trajectory (MODEL.md section 9) of the same game, learner "
+            "and number of stages from the exact uniform distribution (runs start from "
+            "uniform draws: the initial sampling is part of the distance), computed once "
+            f"per setting to {MEAN_FIELD_TOLERANCE:g} in L1 per stage, refused above "
+            f"{MEAN_FIELD_MAX_WORK:g} units of work per stage; mf_distance_slopes.csv: "
+            "least-squares slope of log(median mf_distance) on log(num_agents), "
+            f"{EXPECTED_MF_SLOPE} where sampling noise dominates"
+        ),
+        "mf_distance_missing": mf_missing,
     }
     with folders.atomic_folder(folder, overwrite, _check_study_output, STUDY_FILES) as staging:
         write_csv(staging / "runs.csv", runs, RUN_COLUMNS)
         write_csv(staging / "convergence.csv", convergence)
         write_csv(staging / "shortest_stage_length.csv", shortest)
         write_csv(staging / "info_speedup.csv", speedup)
+        write_csv(staging / "mf_distance_slopes.csv", slopes)
         if series:
             write_csv(staging / "series.csv", series)
         with open(staging / "config.json", "w", encoding="utf-8") as handle:
             json.dump(config, handle, indent=2, default=str)
             handle.write("\n")
         (staging / "summary.md").write_text(
-            summary_markdown(study, convergence, shortest, speedup, wall_seconds, command, reused),
+            summary_markdown(
+                study,
+                convergence,
+                shortest,
+                speedup,
+                wall_seconds,
+                command,
+                reused,
+                slopes=slopes,
+                mf_missing=mf_missing,
+            ),
             encoding="utf-8",
         )
         if plots:
-            study_plots.draw_plots(staging, convergence, shortest, speedup, series)
+            study_plots.draw_plots(staging, convergence, shortest, speedup, series, slopes)
     return Path(folder)

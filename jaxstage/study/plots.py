@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxstage.study.tables import CONVERGED_SHARE, group_rows, norm_value
+from jaxstage.study.tables import (
+    CONVERGED_SHARE,
+    EXPECTED_MF_SLOPE,
+    experiment_panel,
+    group_rows,
+    mf_distance_slopes_table,
+    norm_value,
+)
 from jaxstage.tables import read_csv
 
 __all__ = ["draw_plots", "redraw_plots"]
@@ -33,7 +40,7 @@ def _log_scale(ax: Any, axis: str) -> None:
 
 def _panel(experiment: str) -> str:
     """The plot panel of an experiment: its own, or its base's for a "_large" one."""
-    return experiment.removesuffix("_large")
+    return experiment_panel(experiment)
 
 
 def draw_plots(
@@ -42,10 +49,12 @@ def draw_plots(
     shortest: Sequence[dict[str, Any]],
     speedup: Sequence[dict[str, Any]],
     series: Sequence[dict[str, Any]],
+    slopes: Sequence[dict[str, Any]] | None = None,
 ) -> None:
     """Draw the PNG plots of :data:`~jaxstage.study.STUDY_FILES` into ``folder`` from the
     derived tables (rows as built or as read back from CSV); a plot without data is not
-    drawn."""
+    drawn. ``slopes`` (:func:`~jaxstage.study.tables.mf_distance_slopes_table`) is
+    derived from ``convergence`` when not given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,6 +178,10 @@ def draw_plots(
         fig.savefig(folder / "br_distance.png", dpi=110)
         plt.close(fig)
 
+    if slopes is None:
+        slopes = mf_distance_slopes_table(convergence)
+    _draw_mf_distance(plt, folder, [r for r in slopes if "C5" in str(r.get("claims", ""))])
+
     if series:
         panels = sorted({(r["experiment"], norm_value(r["num_agents"])) for r in series})
         fig, axes = plt.subplots(
@@ -198,6 +211,44 @@ def draw_plots(
         fig.tight_layout()
         fig.savefig(folder / "oscillation.png", dpi=110)
         plt.close(fig)
+
+
+def _draw_mf_distance(plt: Any, folder: Path, slopes: Sequence[dict[str, Any]]) -> None:
+    """``mf_distance.png``: median distance to the mean-field trajectory against the
+    population, log-log, one line per setting with its fitted slope in the legend."""
+    if not slopes:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lowest, highest = math.inf, 0.0
+    for row in slopes:
+        n = [float(v) for v in str(row["populations"]).split(";")]
+        distance = [float(v) for v in str(row["distances"]).split(";")]
+        label = (
+            f"{row['experiment']} {row['variant']} tau={norm_value(row['stage_length'])} "
+            f"p={norm_value(row['update_prob'])}: slope {float(row['slope']):.2f}"
+        )
+        ax.plot(n, distance, marker="o", label=label)
+        lowest, highest = min(lowest, n[0]), max(highest, n[-1])
+        if len(ax.lines) == 1:
+            anchor = (n[0], distance[0])
+    # The sampling-noise rate, through the first line's first point, for the eye.
+    ends = np.array([lowest, highest])
+    ax.plot(
+        ends,
+        anchor[1] * (ends / anchor[0]) ** EXPECTED_MF_SLOPE,
+        "--",
+        color="gray",
+        lw=0.8,
+        label=f"slope {EXPECTED_MF_SLOPE:g} (sampling noise)",
+    )
+    _log_scale(ax, "x")
+    _log_scale(ax, "y")
+    ax.set_xlabel("agents")
+    ax.set_ylabel("median L1 distance to the mean-field trajectory")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(folder / "mf_distance.png", dpi=110)
+    plt.close(fig)
 
 
 def redraw_plots(folder: str | os.PathLike[str]) -> list[Path]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxstage.study.definition import CLAIMS, Study
-from jaxstage.study.tables import CONVERGED_SHARE
+from jaxstage.study.tables import CONVERGED_SHARE, EXPECTED_MF_SLOPE
 from jaxstage.tables import markdown_table
 
 __all__ = ["summary_markdown"]
@@ -20,8 +20,15 @@ def summary_markdown(
     wall_seconds: float,
     command: str,
     reused: Sequence[dict[str, Any]] = (),
+    *,
+    slopes: Sequence[dict[str, Any]] = (),
+    mf_missing: dict[str, list[str]] | None = None,
 ) -> str:
-    """The derived numbers per claim as markdown tables (no interpretation)."""
+    """The derived numbers per claim as markdown tables (no interpretation).
+
+    Under C5 also the slopes of the distance to the mean-field trajectory against the
+    population (``slopes``: :func:`~jaxstage.study.tables.mf_distance_slopes_table`) and,
+    once per reason, why that distance is missing where it is (``mf_missing``)."""
     parts = [
         f"# Study `{study.name}`: derived tables\n",
         f"Command: `{command}`; {study.seeds} seeds per setting; total wall time "
@@ -53,6 +60,7 @@ def summary_markdown(
         "q75_rounds",
         "median_final_nash_gap",
         "median_br_distance",
+        "median_mf_distance",
     )
     for claim in CLAIMS:
         names = [e.name for e in study.experiments if claim in e.claims]
@@ -108,4 +116,30 @@ def summary_markdown(
             )
         rows = [r for r in convergence if r["experiment"] in names]
         parts.append(markdown_table(rows, conv_cols))
+        if claim == "C5":
+            parts.append(_mean_field_part(slopes, mf_missing or {}))
+    return "\n".join(parts)
+
+
+def _mean_field_part(slopes: Sequence[dict[str, Any]], missing: dict[str, list[str]]) -> str:
+    """The C5 section's distance to the mean-field trajectory: slopes, then gaps."""
+    parts = [
+        "### Distance to the mean-field trajectory against population\n",
+        "`mf_distance`: mean over stages of the L1 distance between a run and the "
+        "mean-field trajectory (MODEL.md section 9) from the exact uniform start. Slope of "
+        "log(median mf_distance) on log(agents), least squares, per setting with at least "
+        f"two populations (every experiment, not only C5's; expected about "
+        f"{EXPECTED_MF_SLOPE} where sampling noise dominates):\n",
+    ]
+    if slopes:
+        columns = ("experiment", "variant", "stage_length", "update_prob", "min_agents")
+        columns += ("max_agents", "points", "slope", "distances")
+        parts.append(markdown_table(slopes, columns))
+    else:
+        parts.append("No setting has mf_distance at two populations.\n")
+    if missing:
+        parts.append("mf_distance is missing (empty) for these settings, and why:\n")
+        for reason, labels in missing.items():
+            parts.append(f"- {reason}: {'; '.join(labels)}")
+        parts.append("")
     return "\n".join(parts)

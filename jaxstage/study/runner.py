@@ -32,7 +32,14 @@ from jaxstage.study.journal import (
     reusable_sweeps,
     sweep_id,
 )
-from jaxstage.study.measures import br_reference, study_convergence
+from jaxstage.study.mean_field_reference import (
+    MeanFieldReference,
+    MeanFieldSetting,
+    mean_field_reference,
+    missing_mean_field_reasons,
+    setting_of_row,
+)
+from jaxstage.study.measures import br_reference, mf_reference_distance, study_convergence
 from jaxstage.study.output import check_study_folder, write_study
 from jaxstage.study.processes import agreed, on_main
 from jaxstage.tables import plain_number
@@ -164,8 +171,11 @@ def run_experiment(
     """
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
+    mean_fields: dict[MeanFieldSetting, MeanFieldReference] = {}
     for variant, n, tau in sweep_keys(exp):
-        more_runs, more_series, seconds = run_sweep(exp, variant, n, tau, seeds, kernel=kernel)
+        more_runs, more_series, seconds = run_sweep(
+            exp, variant, n, tau, seeds, kernel=kernel, mean_fields=mean_fields
+        )
         runs.extend(more_runs)
         series.extend(more_series)
         if on_sweep is not None and distributed.is_main_process():
@@ -182,11 +192,16 @@ def run_sweep(
     *,
     kernel: str = "auto",
     checkpoints: SweepCheckpoints | None = None,
+    mean_fields: dict[MeanFieldSetting, MeanFieldReference] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
     """One batched sweep of ``exp`` (all update probabilities and seeds) at one variant,
     population and stage length, checkpointed as :func:`sweep_result` says. Returns
     ``(runs, series, seconds)`` as :func:`run_experiment` (a resumed sweep's seconds are
-    those of its resumed part).
+    those of its resumed part, and leave out the mean-field references).
+
+    ``mean_fields`` caches the mean-field trajectory of each setting
+    (:func:`~jaxstage.study.mean_field_reference.mean_field_reference`): pass one dict
+    for all the sweeps of a study so that each setting's is computed once.
     """
     from jaxstage.engine import versions as run_versions
 
@@ -198,47 +213,49 @@ def run_sweep(
         exp, variant, n, tau, seeds, kernel, checkpoints=checkpoints
     )
     seconds = time.perf_counter() - started
+    mean_fields = {} if mean_fields is None else mean_fields
     for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
         hold = exp.hold(tau)
         convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
         distance, steps, br_ok = br_reference(game, run, prob, exp.eps, seed)
         final_distance = run.distance_to_equilibrium
-        runs.append(
-            {
-                "claims": ";".join(exp.claims),
-                "experiment": exp.name,
-                "game": exp.game,
-                "game_params": json.dumps(exp.game_params, sort_keys=True),
-                "num_agents": n,
-                "variant": variant.label,
-                "info": variant.info,
-                "info_sample_size": variant.sample_size,
-                "info_noise_std": variant.noise_std,
-                "stage_length": tau,
-                "explore_prob": exp.explore_prob,
-                "update_prob": prob,
-                "num_stages": exp.stages(tau),
-                "round_budget": exp.round_budget,
-                "eps": exp.eps,
-                "delta": exp.delta,
-                "hold_stages": hold,
-                "seed": seed,
-                "converged": convergence is not None,
-                "convergence_round": convergence,
-                "final_nash_gap": plain_number(run.nash_gap[-1]),
-                "final_best_reply_fraction": plain_number(run.best_reply_fraction[-1]),
-                "final_distance_to_equilibrium": None
-                if final_distance is None
-                else plain_number(final_distance[-1]),
-                "br_distance": distance,
-                "br_steps": steps,
-                "br_converged": br_ok,
-                "kernel": run.config.get("kernel"),
-                "sweep_seconds": round(seconds, 3),
-                "jaxstage_version": versions["jaxstage"],
-                "jax_version": versions["jax"],
-            }
-        )
+        row = {
+            "claims": ";".join(exp.claims),
+            "experiment": exp.name,
+            "game": exp.game,
+            "game_params": json.dumps(exp.game_params, sort_keys=True),
+            "num_agents": n,
+            "variant": variant.label,
+            "info": variant.info,
+            "info_sample_size": variant.sample_size,
+            "info_noise_std": variant.noise_std,
+            "stage_length": tau,
+            "explore_prob": exp.explore_prob,
+            "update_prob": prob,
+            "num_stages": exp.stages(tau),
+            "round_budget": exp.round_budget,
+            "eps": exp.eps,
+            "delta": exp.delta,
+            "hold_stages": hold,
+            "seed": seed,
+            "converged": convergence is not None,
+            "convergence_round": convergence,
+            "final_nash_gap": plain_number(run.nash_gap[-1]),
+            "final_best_reply_fraction": plain_number(run.best_reply_fraction[-1]),
+            "final_distance_to_equilibrium": None
+            if final_distance is None
+            else plain_number(final_distance[-1]),
+            "br_distance": distance,
+            "br_steps": steps,
+            "br_converged": br_ok,
+            "kernel": run.config.get("kernel"),
+            "sweep_seconds": round(seconds, 3),
+            "jaxstage_version": versions["jaxstage"],
+            "jax_version": versions["jax"],
+        }
+        reference = mean_field_reference(setting_of_row(row), mean_fields)
+        row["mf_distance"] = mf_reference_distance(run, reference)
+        runs.append(row)
         if exp.series and seed < exp.series_seeds:
             for s in range(len(run.rounds)):
                 series.append(
@@ -317,6 +334,7 @@ def run_study(
     runs: list[dict[str, Any]] = []
     series: list[dict[str, Any]] = []
     reused: list[dict[str, Any]] = []
+    mean_fields: dict[MeanFieldSetting, MeanFieldReference] = {}
     keys = [(exp, *key) for exp in study.experiments for key in sweep_keys(exp)]
     checkpoints = None
     if checkpoint_every != 0:
@@ -333,7 +351,14 @@ def run_study(
                     entry = reusable[key_id]
                 else:
                     more_runs, more_series, seconds = run_sweep(
-                        exp, variant, n, tau, study.seeds, kernel=kernel, checkpoints=checkpoints
+                        exp,
+                        variant,
+                        n,
+                        tau,
+                        study.seeds,
+                        kernel=kernel,
+                        checkpoints=checkpoints,
+                        mean_fields=mean_fields,
                     )
                     entry = {
                         "sweep": key_id,
@@ -350,6 +375,7 @@ def run_study(
             bar.set_postfix_str(f"{exp.name} {variant.label} n={n:,} tau={tau}"[:60])
             if "reused_from" in entry:
                 reused.append(entry)
+    missing = missing_mean_field_reasons(runs, mean_fields, _reused_sweeps(reused))
     wall_seconds = earlier_seconds + time.perf_counter() - started
 
     def finish() -> None:
@@ -363,12 +389,24 @@ def run_study(
             overwrite=overwrite,
             plots=plots,
             reused=reused,
+            mf_missing=missing,
         )
         remove_journal(partial_folder(folder))  # the journal files only, never anything else
 
     # Every process returns once the folder is complete, so any of them may read it.
     on_main(finish, "write the study folder")
     return Path(folder)
+
+
+def _reused_sweeps(reused: Sequence[dict[str, Any]]) -> dict[tuple, str]:
+    """``(experiment, variant, num_agents, stage_length)`` of each reused row: its folder."""
+    return {
+        (row["experiment"], row["variant"], row["num_agents"], row["stage_length"]): entry[
+            "reused_from"
+        ]
+        for entry in reused
+        for row in entry["runs"]
+    }
 
 
 def _journal(journal: Path, entry: dict[str, Any], checkpoints: SweepCheckpoints | None) -> None:

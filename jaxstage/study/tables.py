@@ -21,6 +21,10 @@ __all__ = [
     "convergence_table",
     "shortest_stage_length_table",
     "info_speedup_table",
+    "experiment_panel",
+    "log_log_slope",
+    "mf_distance_slopes_table",
+    "EXPECTED_MF_SLOPE",
 ]
 
 #: Share of seeds that must converge for a stage length to count as converging.
@@ -96,7 +100,8 @@ def convergence_table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ``median_rounds``, ``q25_rounds``, ``q75_rounds`` (over all seeds, non-converged as
     ``+inf``, see :func:`median_with_failures`; ``None`` = not converged),
     ``median_rounds_converged`` (over the converged seeds only), ``median_final_nash_gap``,
-    ``median_br_distance``.
+    ``median_br_distance``, ``median_mf_distance`` (``None`` where the mean-field map does
+    not apply; a row without the column, from an older study, counts as missing).
     """
     table = []
     for key, rows in group_rows(runs, CONVERGENCE_KEYS).items():
@@ -117,6 +122,7 @@ def convergence_table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "median_rounds_converged": float(np.median(finite)) if finite else None,
                 "median_final_nash_gap": _median([r["final_nash_gap"] for r in rows]),
                 "median_br_distance": _median([r["br_distance"] for r in rows]),
+                "median_mf_distance": _median([r.get("mf_distance") for r in rows]),
             }
         )
     return table
@@ -250,4 +256,70 @@ def info_speedup_table(
                             "speedup": _ratio(base["median_rounds"], row["median_rounds"]),
                         }
                     )
+    return table
+
+
+#: The slope of log(mf_distance) on log(n) where sampling noise dominates: the distance
+#: of an empirical distribution of ``n`` draws from its mean falls as ``n ** -0.5``.
+EXPECTED_MF_SLOPE = -0.5
+
+#: The keys of one line of :func:`mf_distance_slopes_table` (and of ``mf_distance.png``).
+MF_SLOPE_KEYS = ("experiment", "game", "variant", "stage_length", "update_prob")
+
+
+def experiment_panel(experiment: str) -> str:
+    """The experiment an experiment continues: its own name, or its base's for a
+    ``"_large"`` one (the same settings at larger populations)."""
+    return experiment.removesuffix("_large")
+
+
+def log_log_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log(y)`` on ``log(x)`` (at least two distinct ``x``).
+
+    Example:
+        >>> round(log_log_slope([100, 10_000], [0.1, 0.01]), 12)
+        -0.5
+    """
+    log_x, log_y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    if log_x.size < 2 or np.ptp(log_x) == 0:
+        raise ValueError(f"a slope needs two distinct populations, got {list(x)}")
+    return float(np.polyfit(log_x, log_y, 1)[0])
+
+
+def mf_distance_slopes_table(convergence: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How the median ``mf_distance`` falls with the population, per setting.
+
+    One row per (experiment, game, variant, stage length, update_prob) with a positive
+    ``median_mf_distance`` at two or more populations; a ``"_large"`` experiment is
+    joined to its base (:func:`experiment_panel`). ``slope`` is the least-squares slope
+    of ``log(median_mf_distance)`` on ``log(num_agents)`` (:func:`log_log_slope`),
+    ``expected_slope`` :data:`EXPECTED_MF_SLOPE`; ``populations`` and ``distances`` list
+    the points (ascending population).
+    """
+    usable = [
+        {**r, "experiment": experiment_panel(str(r["experiment"]))}
+        for r in convergence
+        if r.get("median_mf_distance") not in (None, "") and float(r["median_mf_distance"]) > 0
+    ]
+    table = []
+    for key, rows in group_rows(usable, MF_SLOPE_KEYS).items():
+        rows = sorted(rows, key=lambda r: float(r["num_agents"]))
+        n = [float(r["num_agents"]) for r in rows]
+        if len(set(n)) < 2:
+            continue
+        distance = [float(r["median_mf_distance"]) for r in rows]
+        table.append(
+            dict(zip(MF_SLOPE_KEYS, key, strict=True))
+            | {
+                "claims": rows[0].get("claims", ""),
+                "info": rows[0]["info"],
+                "min_agents": norm_value(rows[0]["num_agents"]),
+                "max_agents": norm_value(rows[-1]["num_agents"]),
+                "points": len(rows),
+                "slope": round(log_log_slope(n, distance), 4),
+                "expected_slope": EXPECTED_MF_SLOPE,
+                "populations": ";".join(str(norm_value(r["num_agents"])) for r in rows),
+                "distances": ";".join(f"{d:.4g}" for d in distance),
+            }
+        )
     return table

@@ -287,3 +287,27 @@ def checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
     if os.path.abspath(folder) == os.path.abspath(out):
         raise ValueError("--checkpoint-dir must not be the results folder (--out)")
     return folder
+
+
+def output_folders(
+    args: argparse.Namespace, run: dict[str, Any], default_out: str
+) -> tuple[Any, Path | None]:
+    """The results folder (``--out``, else the file's ``out``, else ``default_out``),
+    checked before a long run rather than after it, and the checkpoints folder."""
+    from jaxstage.results import check_output_folder  # the results module is heavy
+
+    out = out_folder(run["out"], default_out, "--out (or out = in [run])")
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"out must be a folder name, got {out!r}")
+    check_output_folder(out, overwrite=args.overwrite)
+    return out, checkpoint_folder(args, out)
+
+
+def convergence_options(run: dict[str, Any], initial: Any) -> dict[str, Any]:
+    """The keywords of ``simulate`` / ``sweep`` that ``[run]`` sets besides the size."""
+    return {
+        "eps": run["eps"],
+        "delta": run["delta"],
+        "hold_stages": run["hold_stages"],
+        "initial": initial,
+    }

@@ -17,10 +17,11 @@ from typing import Any
 import jaxstage as js
 from jaxstage import checkpoint, distributed
 from jaxstage.cli_config import (
-    checkpoint_folder,
+    convergence_options,
     game_from,
     learner_options,
     out_folder,
+    output_folders,
     parse_initial,
     read_config,
     run_options,
@@ -82,17 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = run_options(args, file_config["run"])
     initial = parse_initial(run["initial"], game.num_actions)
     default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}"
-    out = out_folder(run["out"], default_out, "--out (or out = in [run])")
-    if not isinstance(out, (str, os.PathLike)):
-        raise ValueError(f"out must be a folder name, got {out!r}")
-    check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
-    checkpoints = checkpoint_folder(args, out)
-    options = {
-        "eps": run["eps"],
-        "delta": run["delta"],
-        "hold_stages": run["hold_stages"],
-        "initial": initial,
-    }
+    out, checkpoints = output_folders(args, run, default_out)
+    options = convergence_options(run, initial)
     if checkpoints is None:
         result = js.simulate(
             game,

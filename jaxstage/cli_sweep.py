@@ -49,14 +49,14 @@ import jaxstage as js
 from jaxstage import checkpoint, distributed
 from jaxstage.cli_config import (
     CONFIG_TABLES,
-    checkpoint_folder,
+    convergence_options,
     game_from,
-    out_folder,
+    output_folders,
     parse_initial,
     read_config,
     run_options,
 )
-from jaxstage.results import check_output_folder, write_results
+from jaxstage.results import write_results
 from jaxstage.resumable import run_with_checkpoints
 
 __all__ = ["LEARNER_AXES", "MAX_PLOTTED_RUNS", "cmd_sweep", "finish_sweep", "sweep_grid"]
@@ -245,11 +245,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     labels = _labels(rows, short)
     initial = parse_initial(run["initial"], game.num_actions)
     default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_sweep{len(rows)}"
-    out = out_folder(run["out"], default_out, "--out (or out = in [run])")
-    if not isinstance(out, (str, os.PathLike)):
-        raise ValueError(f"out must be a folder name, got {out!r}")
-    check_output_folder(out, overwrite=args.overwrite)  # fail before a long run, not after
-    checkpoints = checkpoint_folder(args, out)
+    out, checkpoints = output_folders(args, run, default_out)
     distribute = args.distribute or "auto"
     if distribute == "rows" and checkpoints is not None:
         raise ValueError(
@@ -260,10 +256,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "game_params": [{k: row[k] for k in game_keys} for row in rows] if game_keys else None,
         **{name: [row[name] for row in rows] for name in axes if name in short},
-        "eps": run["eps"],
-        "delta": run["delta"],
-        "hold_stages": run["hold_stages"],
-        "initial": initial,
+        **convergence_options(run, initial),
     }
     seeds_of_rows = [row["seed"] for row in rows]
     if checkpoints is None:

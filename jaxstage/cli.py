@@ -43,10 +43,11 @@ from jaxstage.cli_config import (
 )
 from jaxstage.cli_demo import DEMO_AGENTS, DEMO_OUT, DEMO_SEED, cmd_demo
 from jaxstage.cli_games import cmd_br, cmd_games
+from jaxstage.cli_output import stdout_outliving_its_reader
 from jaxstage.cli_run import cmd_resume, cmd_run
 from jaxstage.cli_study import cmd_study, parse_claims
 from jaxstage.cli_sweep import cmd_sweep
-from jaxstage.learner import INFO_MODES
+from jaxstage.learner import INFO_MODES, INFO_SHARING
 from jaxstage.sweep_rows import DISTRIBUTE_MODES
 
 __all__ = ["main", "build_parser", "load_config", "parse_param", "parse_initial"]
@@ -182,6 +183,12 @@ def _add_simulation_options(command: argparse.ArgumentParser, *, sweep: bool) ->
         "--info-sample-size", type=_count, metavar="M", help="noisy info: sample size"
     )
     learner_value("--info-noise-std", float, "STD", "noisy distribution info")
+    command.add_argument(
+        "--info-sharing",
+        choices=INFO_SHARING,
+        help="noisy info: one estimate published to all (shared, the default) or each "
+        "agent its own sample and noise (private; the reference kernel)",
+    )
     command.add_argument("--seed", type=_count, help="random seed (default 0)")
     if sweep:
         command.add_argument(
@@ -442,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _use_cpu_cores(getattr(args, "cpu_devices", None))
         _join_distributed(args)
-        return int(args.handler(args))
+        with stdout_outliving_its_reader():  # `jaxstage run | head` still writes its folder
+            return int(args.handler(args))
     except (ValueError, TypeError) as error:
         if os.environ.get("JAXSTAGE_DEBUG"):
             raise

@@ -16,7 +16,7 @@ A TOML configuration has three tables, all optional::
     stage_length = 50
     explore_prob = 0.05
     update_prob = 0.05
-    info = "none"            # info_sample_size, info_noise_std too
+    info = "none"            # info_sample_size, info_noise_std, info_sharing too
 
     [run]
     agents = 100000
@@ -68,6 +68,7 @@ LEARNER_KEYS = (
     "info",
     "info_sample_size",
     "info_noise_std",
+    "info_sharing",
 )
 DEFAULT_GAME = "congestion"
 
@@ -260,6 +261,7 @@ def learner_options(args: argparse.Namespace, file_learner: dict[str, Any]) -> d
         "info": args.info,
         "info_sample_size": args.info_sample_size,
         "info_noise_std": args.info_noise_std,
+        "info_sharing": args.info_sharing,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     return options

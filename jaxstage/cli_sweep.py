@@ -203,7 +203,12 @@ def _sweep_options(args: argparse.Namespace, config: dict[str, dict[str, Any]], 
             f"{', '.join(_SWEEP_KEYS)}"
         )
     learner = dict(config["learner"])
-    for name, given in (("info", args.info), ("info_sample_size", args.info_sample_size)):
+    given_values = (
+        ("info", args.info),
+        ("info_sample_size", args.info_sample_size),
+        ("info_sharing", args.info_sharing),
+    )
+    for name, given in given_values:
         if given is not None:
             learner[name] = given
     axes = _game_axes(args, table.get("game", {}), game, path)

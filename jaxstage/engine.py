@@ -401,7 +401,7 @@ class Simulation:
         kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
         params_game = plan.check_game_params(game, game_params)
         references = references_for(game, game_params is not None, reference)
-        kernel = plan.resolve_kernel(kernel, game, fast_path)
+        kernel = plan.resolve_kernel(kernel, game, fast_path, learner)
         lengths = learner.stage_lengths(num_stages)
         spec = plan.kernel_spec(
             kernel,

@@ -12,9 +12,18 @@ import numpy as np
 
 from jaxstage._validation import check_int, check_probability, check_real
 
-__all__ = ["StageLearning", "INFO_MODES", "MAX_INFO_SAMPLE_SIZE", "resolve_schedule"]
+__all__ = [
+    "StageLearning",
+    "INFO_MODES",
+    "INFO_SHARING",
+    "MAX_INFO_SAMPLE_SIZE",
+    "resolve_schedule",
+]
 
 INFO_MODES = ("none", "distribution", "payoffs")
+#: ``StageLearning(info_sharing=...)``: one published estimate for every agent, or each
+#: agent its own (MODEL.md section 3).
+INFO_SHARING = ("shared", "private")
 
 #: Largest ``info_sample_size``: the sample costs ``O(m)`` per stage (a sampled agent's
 #: explorations are walked again with ``info="payoffs"``), and its observation counts,
@@ -56,6 +65,16 @@ class StageLearning:
         info_noise_std: ``info="distribution"`` only: Gaussian noise of this std added to
             every component of the published distribution (after sampling, if any),
             which is then clipped at 0 and renormalised (uniform if all clip to 0).
+        info_sharing: ``"shared"`` (default): the sample and the noise are drawn once per
+            stage and published to every agent, so every agent has the same estimate;
+            ``"private"``: each agent draws its own sample of ``info_sample_size`` agents
+            (with replacement) and its own noise, independently across agents and stages
+            (a gossip protocol; MODEL.md section 3). Exact information is the same either
+            way. Private estimates run on the reference kernel (``kernel="auto"`` takes
+            it): a private sample costs ``O(n m)`` per stage with ``info="payoffs"`` (each
+            agent pools ``m`` agents' sums), and ``O(n k)`` with ``info="distribution"``,
+            where each agent's sampled counts are drawn as ``Multinomial(m, d)``, the law
+            of ``m`` agents drawn with replacement (docs/model.md).
 
     Example:
         >>> import jaxstage as js
@@ -69,6 +88,7 @@ class StageLearning:
     info: str = "none"
     info_sample_size: int | None = None
     info_noise_std: float = 0.0
+    info_sharing: str = "shared"
 
     def __post_init__(self) -> None:
         if not callable(self.stage_length):
@@ -100,6 +120,19 @@ class StageLearning:
             raise ValueError(
                 f"info_noise_std={noise} needs info='distribution' (got info={self.info!r})"
             )
+        if self.info_sharing not in INFO_SHARING:
+            raise ValueError(
+                f"info_sharing must be one of {', '.join(INFO_SHARING)}, got {self.info_sharing!r}"
+            )
+        if self.info_sharing == "private" and self.info == "none":
+            raise ValueError("info_sharing='private' needs info='distribution' or 'payoffs'")
+
+    @property
+    def private_estimates(self) -> bool:
+        """Whether agents hold estimates of their own (private and sampled or noisy:
+        exact information is the same shared or private)."""
+        noisy = self.info_sample_size is not None or self.info_noise_std > 0
+        return self.info_sharing == "private" and noisy
 
     def stage_lengths(self, num_stages: int) -> np.ndarray:
         """The ``(num_stages,)`` int32 stage lengths, schedules evaluated and checked."""
@@ -124,6 +157,8 @@ class StageLearning:
     def config(self) -> dict[str, Any]:
         """JSON-friendly description (schedules are recorded by their repr)."""
         out = dataclasses.asdict(self)
+        if out["info_sharing"] == "shared":  # as recorded before the option existed
+            del out["info_sharing"]
         for name in ("stage_length", "explore_prob"):
             if callable(out[name]):
                 out[name] = f"schedule:{getattr(out[name], '__name__', repr(out[name]))}"

@@ -93,6 +93,8 @@ def estimate_memory_bytes(
     per_agent = 64 + 16 * num_actions
     if needs_own_estimates(learner.info, learner.info_sample_size):
         per_agent += 24 * num_actions
+    if learner.private_estimates:  # each agent's own counts or pooled sums, and its scores
+        per_agent += 16 * num_actions
     return int(batch * num_agents * per_agent + batch * deviation_bytes(num_actions) + 64 * 2**20)
 
 
@@ -355,10 +357,30 @@ def base_spec(game, learner, num_agents, num_stages) -> RunSpec:
         info_noisy=learner.info_noise_std > 0,
         num_stages=num_stages,
         chunk_stages=chunk_stages(num_stages),
+        info_private=learner.private_estimates,
     )
 
 
-def resolve_kernel(kernel: str, game: AnonymousGame, fast_path: str = "auto") -> str:
+def resolve_kernel(
+    kernel: str,
+    game: AnonymousGame,
+    fast_path: str = "auto",
+    learner: StageLearning | None = None,
+) -> str:
+    private = learner is not None and learner.private_estimates
+    if private and kernel in ("fast", "auto") and fast_path != "auto":
+        raise ValueError(
+            f"fast_path={fast_path!r}: private information (info_sharing='private') runs on "
+            "the reference kernel only; leave fast_path='auto'"
+        )
+    if private and kernel == "fast":
+        raise ValueError(
+            "info_sharing='private' with sampled or noisy information runs on the reference "
+            "kernel only (the fast kernel does not implement private estimates yet); use "
+            "kernel='reference' or 'auto'"
+        )
+    if private:
+        kernel = "reference"
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
     if fast_path not in FAST_PATHS:
@@ -478,6 +500,8 @@ def kernel_spec(
     memory)."""
     platform = jax.default_backend() if platform is None else platform
     spec = base_spec(game, learner, num_agents, num_stages)
+    if spec.info_private and kernel != "reference":  # resolve_kernel routes them there
+        raise ValueError("private estimates (info_sharing='private') need kernel='reference'")
     spec = spec._replace(local_mesh=distributed.is_process_local())
     wide = num_agents > MAX_INT32_AGENTS
     if wide:

@@ -164,13 +164,75 @@ def _published_distribution(spec, params, key, actions):
     return d_hat * n
 
 
+#: Agents per batch of the private estimates' loop (``lax.map``): their temporaries are
+#: ``(batch, k, m)`` pooled sums or ``(batch, T, k, k)`` deviation payoffs.
+PRIVATE_BATCH_FLOATS = 2**22
+
+
+def _private_counts(spec, params, key, actions):
+    """``(n, k)`` float32 counts ``n * d_hat_i`` of every agent's own estimate of the
+    stage actions' distribution (``info_sharing="private"``): its own sample of ``m``
+    agents drawn with replacement, whose counts are ``Multinomial(m, d)`` (drawn as such,
+    ``O(k)`` per agent instead of ``m`` draws), then its own Gaussian noise, clipped and
+    renormalised."""
+    n, k = spec.num_agents, spec.num_actions
+    sample_key, noise_key = jax.random.split(key)
+    d = jnp.bincount(actions, length=k).astype(jnp.float32) / n
+    if spec.info_sample_size is None:
+        d_hat = jnp.broadcast_to(d, (n, k))
+    else:
+        m = spec.info_sample_size
+        d_hat = jax.random.multinomial(sample_key, m, d, shape=(n, k)) / m
+    if spec.info_noisy:
+        noise = jax.random.normal(noise_key, (n, k))
+        d_hat = jax.vmap(clip_and_renormalise)(d_hat + params.info_noise_std * noise)
+    return d_hat * n
+
+
+def _private_best_reply_payoffs(game, spec, params, counts, agent_types, actions):
+    """``(k, n)`` payoffs ``u(t_i, b, (c_i - e_a + e_b) / n)`` of every agent ``i`` (type
+    ``t_i``, on ``a``) at its own estimated counts ``c_i``: section 1's deviation, agent by
+    agent."""
+    n, k = spec.num_agents, spec.num_actions
+    types = jnp.broadcast_to(jnp.asarray(agent_types, jnp.int32), (n,))
+
+    def one_agent(row):
+        own_counts, kind, current = row
+        return deviation_payoffs(game, params.game, own_counts, n)[kind, current]
+
+    batch = max(1, PRIVATE_BATCH_FLOATS // (spec.num_types * k * k))
+    rows = (counts, types, actions.astype(jnp.int32))
+    return jax.lax.map(one_agent, rows, batch_size=min(batch, n)).T
+
+
+def _private_sample_sums(spec, key, totals: RoundTotals):
+    """``(k, n)`` payoff sums and observation counts of every agent's own sample of ``m``
+    agents drawn with replacement (``info="payoffs"``, ``info_sharing="private"``): ``m``
+    gathers per agent, ``O(n m k)`` per stage."""
+    n, k, m = spec.num_agents, spec.num_actions, spec.info_sample_size
+
+    def one_agent(agent):
+        sampled = jax.random.randint(jax.random.fold_in(key, agent), (m,), 0, n)
+        return totals.own_sums[:, sampled].sum(axis=1), totals.own_counts[:, sampled].sum(axis=1)
+
+    batch = max(1, PRIVATE_BATCH_FLOATS // (k * m))
+    sums, counts = jax.lax.map(one_agent, jnp.arange(n), batch_size=min(batch, n))
+    return sums.T, counts.T
+
+
 def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: RoundTotals):
     """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3), and
     with ``info="distribution"`` the published counts and the ``(T, k, k)`` payoffs at
-    them (``None`` otherwise)."""
+    them (``None`` otherwise; with private estimates the population's counts and the
+    ``(k, n)`` payoffs every agent best-replies to)."""
     n = spec.num_agents
     if spec.info != "distribution":
         return _estimates_from_payoffs(spec, key, totals), None, None
+    if spec.info_private:
+        own = _private_counts(spec, params, key, actions)
+        scores = _private_best_reply_payoffs(game, spec, params, own, agent_types, actions)
+        population = jnp.bincount(actions, length=spec.num_actions).astype(jnp.float32)
+        return scores, population, scores
     # Best reply to the published counts with the payoff model.
     published = _published_distribution(spec, params, key, actions)
     dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
@@ -188,9 +250,12 @@ def _estimates_from_payoffs(spec, key, totals: RoundTotals):
         if spec.info_sample_size is None:
             published = mean_or_unavailable(totals.action_sums, wide_to_float(totals.action_counts))
             return jnp.broadcast_to(published[:, None], (k, n))
-        sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
-        sample_sums = jnp.sum(totals.own_sums[:, sampled], axis=1, keepdims=True)
-        sample_counts = jnp.sum(totals.own_counts[:, sampled], axis=1, keepdims=True)
+        if spec.info_private:
+            sample_sums, sample_counts = _private_sample_sums(spec, key, totals)
+        else:
+            sampled = jax.random.randint(key, (spec.info_sample_size,), 0, n)
+            sample_sums = jnp.sum(totals.own_sums[:, sampled], axis=1, keepdims=True)
+            sample_counts = jnp.sum(totals.own_counts[:, sampled], axis=1, keepdims=True)
     return mean_or_unavailable(totals.own_sums + sample_sums, totals.own_counts + sample_counts)
 
 

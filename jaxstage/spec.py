@@ -58,6 +58,7 @@ class RunSpec(NamedTuple):
     replay_events: bool = False
     adopter_capacity: int = 0
     adopter_event_capacity: int = 0
+    info_private: bool = False
     num_shards: int = 1
     fast_path: str = ""
     agent_events: int = 0

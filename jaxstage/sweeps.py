@@ -154,7 +154,7 @@ class Sweep:
             for i in range(batch)
         ]
         references = references_for(game, game_params is not None, reference)
-        kernel = plan.resolve_kernel(kernel, game, fast_path)
+        kernel = plan.resolve_kernel(kernel, game, fast_path, learner)
         max_length = max(row.stage_lengths(num_stages).max() for row in self.learners)
         if longest_stage is not None:
             max_length = check_int(longest_stage, "longest_stage", low=int(max_length))

@@ -20,6 +20,8 @@ Choices MODEL.md leaves open (made here, to be matched or documented by the simu
 - ``info="distribution"`` with both ``sample_size`` and ``info_noise_std``: the sample is
   drawn first, then the Gaussian noise is added to the sampled distribution.
 - ``info="none"`` publishes nothing: ``published`` is ``None``.
+- ``info_sharing="private"``: every agent draws its own sample (and noise) as the shared
+  estimate is drawn, independently; nothing is published (``published`` is ``None``).
 - Best-reply dynamics count one simultaneous update (all groups at once) as one step.
 """
 
@@ -106,6 +108,7 @@ def stage(
     info: str = "none",
     sample_size: int | None = None,
     info_noise_std: float = 0.0,
+    info_sharing: str = "shared",
 ) -> dict:
     """Simulate one stage of ``stage_length`` rounds (MODEL.md sections 2 and 3).
 
@@ -146,6 +149,13 @@ def stage(
         if sample_size is None:
             published = _ratio(own_sum.sum(axis=0), own_count.sum(axis=0))
             estimates = np.tile(published, (n, 1))
+        elif info_sharing == "private":  # every agent its own sample of m agents
+            estimates = np.zeros((n, k))
+            for i in range(n):
+                sampled = rng.integers(n, size=sample_size)  # uniform, with replacement
+                sample_sum = own_sum[sampled].sum(axis=0)
+                sample_count = own_count[sampled].sum(axis=0)
+                estimates[i] = _ratio(own_sum[i] + sample_sum, own_count[i] + sample_count)
         else:
             sampled = rng.integers(n, size=sample_size)  # uniform, with replacement
             sample_sum = own_sum[sampled].sum(axis=0)
@@ -153,19 +163,26 @@ def stage(
             published = _ratio(sample_sum, sample_count)
             estimates = _ratio(own_sum + sample_sum, own_count + sample_count)
     elif info == "distribution":
-        if sample_size is None:
-            d_hat = np.bincount(stage_actions, minlength=k) / n
-        else:
-            sampled = rng.integers(n, size=sample_size)  # uniform, with replacement
-            d_hat = np.bincount(stage_actions[sampled], minlength=k) / sample_size
-        if info_noise_std > 0:
-            d_hat = np.maximum(d_hat + info_noise_std * rng.standard_normal(k), 0.0)
-            total = d_hat.sum()
-            d_hat = d_hat / total if total > 0 else np.full(k, 1.0 / k)
-        published = d_hat
-        c_hat = d_hat * n
+
+        def estimated_distribution() -> np.ndarray:
+            if sample_size is None:
+                d_hat = np.bincount(stage_actions, minlength=k) / n
+            else:
+                sampled = rng.integers(n, size=sample_size)  # uniform, with replacement
+                d_hat = np.bincount(stage_actions[sampled], minlength=k) / sample_size
+            if info_noise_std > 0:
+                d_hat = np.maximum(d_hat + info_noise_std * rng.standard_normal(k), 0.0)
+                total = d_hat.sum()
+                d_hat = d_hat / total if total > 0 else np.full(k, 1.0 / k)
+            return d_hat
+
+        private = info_sharing == "private"
+        published = None if private else estimated_distribution()
         estimates = np.zeros((n, k))
         for i in range(n):
+            # Private: every agent its own sample and noise, drawn the way the shared
+            # estimate is (m agents with replacement, not the multinomial jaxstage draws).
+            c_hat = (estimated_distribution() if private else published) * n
             a = stage_actions[i]
             for b in range(k):
                 adjusted = c_hat.copy()

@@ -72,6 +72,25 @@ def test_python_dash_m_smoke():
 # --------------------------------------------------------------------------- run
 
 
+def test_a_reader_that_goes_away_does_not_stop_the_results(tmp_path):
+    """`jaxstage run ... | head -1`: the pipe closes after the first line; the run still
+    writes its folder and exits 0 (it used to stop at its next print, writing nothing)."""
+    command = [sys.executable, "-m", "jaxstage", "run", *SMALL, "--no-plot", "--out", "out"]
+    command += ["--cpu-devices", "1"]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = run.stdout.readline()
+    run.stdout.close()  # the reader goes away
+    _, stderr = run.communicate(timeout=300)
+    assert first.startswith(b"game congestion")
+    assert run.returncode == 0, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "config.json",
+        "results.csv",
+        "summary.json",
+    ]
+
+
 def test_run_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["run", *SMALL, "--param", "num_actions=3", "--param", "b=[1,2,3]", "--out", str(out)]

@@ -20,6 +20,8 @@ import jaxstage as js
         (dict(info="payoffs", info_sample_size=0), ValueError, "info_sample_size must be in"),
         (dict(info="payoffs", info_noise_std=0.1), ValueError, "needs info='distribution'"),
         (dict(info="distribution", info_noise_std=-1.0), ValueError, "info_noise_std must be"),
+        (dict(info="payoffs", info_sharing="gossip"), ValueError, "shared, private, got 'gossip'"),
+        (dict(info_sharing="private"), ValueError, "private' needs info='distribution'"),
     ],
 )
 def test_bad_learner_settings_are_named(kwargs, error, message):
@@ -53,3 +55,28 @@ def test_schedules_leaving_the_allowed_range_are_refused():
 def test_python_only_schedules_work_too():
     learner = js.StageLearning(stage_length=lambda s: 5 if int(s) < 2 else 9)
     assert learner.stage_lengths(4).tolist() == [5, 5, 9, 9]
+
+
+def test_info_sharing_is_recorded_only_when_private():
+    """Shared runs keep the configuration of earlier releases (so their checkpoints and
+    result folders compare equal); private ones say so, and rebuild the same learner."""
+    shared = js.StageLearning(info="payoffs", info_sample_size=5)
+    assert "info_sharing" not in shared.config() and not shared.private_estimates
+    private = js.StageLearning(info="payoffs", info_sample_size=5, info_sharing="private")
+    assert private.config()["info_sharing"] == "private" and private.private_estimates
+    assert js.StageLearning(**private.config()) == private
+    exact = js.StageLearning(info="distribution", info_sharing="private")
+    assert not exact.private_estimates  # exact information is the same for everyone
+
+
+def test_private_estimates_choose_the_reference_kernel():
+    game = js.make_game("congestion", num_actions=3)
+    private = js.StageLearning(
+        stage_length=3, info="distribution", info_noise_std=0.1, info_sharing="private"
+    )
+    result = js.simulate(game, private, 500, 1)
+    assert result.config["kernel"] == "reference"
+    with pytest.raises(ValueError, match="reference kernel only"):
+        js.simulate(game, private, 500, 1, kernel="fast")
+    with pytest.raises(ValueError, match="leave fast_path='auto'"):
+        js.simulate(game, private, 500, 1, fast_path="rounds")

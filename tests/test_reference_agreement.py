@@ -145,7 +145,9 @@ def compare(jax_features, ref_features, label):
 # --------------------------------------------------------------------------- runners
 
 
-def run_reference(case, x0, info, sample_size=None, payoff=None, types=None, seed=0, k=K):
+def run_reference(
+    case, x0, info, sample_size=None, payoff=None, types=None, seed=0, k=K, sharing="shared"
+):
     payoff = payoff or linear_reference(case.base, case.slope)
     types = np.zeros(len(x0), dtype=int) if types is None else types
     rng = np.random.default_rng(seed)
@@ -163,13 +165,14 @@ def run_reference(case, x0, info, sample_size=None, payoff=None, types=None, see
             info,
             sample_size,
             case.info_noise_std,
+            sharing,
         )["stage_actions"]
         for _ in range(min(REF_RUNS, max(50, 3 * case.runs)))
     ]
     return np.stack(finals)
 
 
-def run_simulate(case, x0, info, sample_size=None, game=LINEAR, game_params=None):
+def run_simulate(case, x0, info, sample_size=None, game=LINEAR, game_params=None, sharing="shared"):
     """Final actions of ``case.runs`` one-stage runs with ``jaxstage.simulate``."""
     learner = js.StageLearning(
         stage_length=case.stage_length,
@@ -178,6 +181,7 @@ def run_simulate(case, x0, info, sample_size=None, game=LINEAR, game_params=None
         info=info,
         info_sample_size=sample_size,
         info_noise_std=case.info_noise_std,
+        info_sharing=sharing,
     )
     params = case.game_params() if game_params is None else game_params
     finals = []
@@ -416,6 +420,65 @@ def test_distribution_noisy_agrees_with_reference(sample_size):
         features(reference, X0, K),
         f"distribution noise 0.5 m={sample_size}",
     )
+
+
+# --------------------------------------------------------------------------- private
+
+
+def _private_only(kernel):
+    if kernel == "fast":
+        with pytest.raises(ValueError, match="reference kernel only"):
+            run_simulate(Case("private"), X0, "distribution", sample_size=4, sharing="private")
+        pytest.skip("private estimates run on the reference kernel (the fast one refuses)")
+
+
+def test_private_payoff_samples_agree_with_reference_and_hand(kernel):
+    """Each agent pools its own data with its own sample of m = 3 agents. In the
+    "unplayed action" case an agent on 1 moves to 0 iff its sample holds an agent on 0,
+    prob 1 - (3/8)^3, now independently of the other two (shared: all three together)."""
+    _private_only(kernel)
+    m, case = 3, dataclasses.replace(PAYOFFS_EXACT, runs=250)
+    final = run_simulate(case, XP, "payoffs", sample_size=m, sharing="private")
+    reference = run_reference(case, XP, "payoffs", sample_size=m, seed=60, sharing="private")
+    jax_features, ref_features = features(final, XP, K), features(reference, XP, K)
+    compare(jax_features, ref_features, f"private payoffs m={m}")
+    p_move = 1 - (3 / 8) ** 3
+    for source, values in (("jax", jax_features), ("reference", ref_features)):
+        assert_mean_is(values["move[1->0]"], p_move, f"{source} private m=3: move[1->0]")
+    # Independent agents: P(one or two of the three move) = 1 - p^3 - (1 - p)^3, 0.15
+    # (shared: 0, they move together).
+    moved = (final[:, XP == 1] == 0).sum(axis=1)
+    partly = ((moved > 0) & (moved < 3)).astype(float)
+    assert_mean_is(partly, 1 - p_move**3 - (1 - p_move) ** 3, "private m=3: some move")
+    np.testing.assert_array_equal(final[:, XP == 0], 0)
+    assert not np.any(final == 2)
+
+
+@pytest.mark.parametrize(
+    "sample_size, noise", [(4, 0.0), (None, 0.5), (4, 0.5)], ids=["m=4", "noise", "m=4+noise"]
+)
+def test_private_distributions_agree_with_reference(kernel, sample_size, noise):
+    """Every agent best-replies to its own sampled (and/or noisy) distribution: the
+    multinomial draw of the kernel against m agents drawn one by one in NumPy."""
+    _private_only(kernel)
+    case = Case("private", info_noise_std=noise, runs=250)
+    final = run_simulate(case, X0, "distribution", sample_size=sample_size, sharing="private")
+    reference = run_reference(
+        case, X0, "distribution", sample_size=sample_size, seed=70, sharing="private"
+    )
+    jax_features = features(final, X0, K)
+    compare(jax_features, features(reference, X0, K), f"private distribution m={sample_size}")
+    shared = features(run_simulate(case, X0, "distribution", sample_size=sample_size), X0, K)
+    # One estimate for all makes d[0] vary a lot from run to run; private estimates
+    # average out over the 8 agents.
+    assert jax_features["d[0]"].std() < shared["d[0]"].std()
+
+
+def test_private_exact_information_is_the_shared_one(kernel):
+    case = DIST_CASES["deterministic"][0]
+    shared = run_simulate(case, X0, "distribution")
+    private = run_simulate(case, X0, "distribution", sharing="private")
+    np.testing.assert_array_equal(shared, private)
 
 
 # --------------------------------------------------------------------------- types

@@ -80,3 +80,25 @@ def test_private_estimates_choose_the_reference_kernel():
         js.simulate(game, private, 500, 1, kernel="fast")
     with pytest.raises(ValueError, match="leave fast_path='auto'"):
         js.simulate(game, private, 500, 1, fast_path="rounds")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(info="payoffs", info_sample_size=5), dict(info="distribution", info_sample_size=7,
+                                                     info_noise_std=0.02)],
+    ids=["payoffs", "distribution"],
+)  # fmt: skip
+def test_private_runs_are_bitwise_the_same_as_a_sweep_row_and_in_steps(kwargs):
+    game = js.make_game("congestion", num_actions=3)
+    learner = js.StageLearning(
+        stage_length=4, explore_prob=0.1, update_prob=0.5, info_sharing="private", **kwargs
+    )
+    one = js.simulate(game, learner, 3000, 4, seed=1)
+    row = js.sweep(game, learner, 3000, 4, seeds=[0, 1])[1]
+    sim = js.Simulation(game, learner, 3000, 4)
+    state, first = sim.advance(sim.init(1), 2)
+    _, second = sim.advance(state, 2)
+    stepped = sim.result(first + second)
+    for other in (row, stepped):
+        np.testing.assert_array_equal(one.distribution, other.distribution)
+        np.testing.assert_array_equal(one.switched_fraction, other.switched_fraction)

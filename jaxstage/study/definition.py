@@ -11,7 +11,16 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["CLAIMS", "InfoVariant", "Experiment", "Study", "select", "sweep_keys"]
+__all__ = [
+    "CLAIMS",
+    "InfoVariant",
+    "Experiment",
+    "Study",
+    "select",
+    "sweep_keys",
+    "variant_data",
+    "experiment_data",
+]
 
 #: Claims an experiment may serve (MODEL.md section 7, plus the oscillating cases).
 CLAIMS = ("C1", "C2", "C3", "C4", "C5", "oscillation")
@@ -26,6 +35,8 @@ class InfoVariant:
         info: ``"none"``, ``"distribution"`` or ``"payoffs"``.
         sample_size: ``None`` for exact information, else the sample size ``m``.
         noise_std: Gaussian noise on the published distribution (distribution only).
+        sharing: ``"shared"`` (one estimate published to all) or ``"private"`` (each
+            agent its own sample and noise: ``StageLearning(info_sharing=...)``).
         stage_lengths: stage lengths for this variant (default: the experiment's).
         update_probs: update probabilities for this variant (default: the experiment's).
     """
@@ -36,9 +47,26 @@ class InfoVariant:
     noise_std: float = 0.0
     stage_lengths: tuple[int, ...] | None = None
     update_probs: tuple[float, ...] | None = None
+    sharing: str = "shared"
 
 
 NONE = InfoVariant("none")
+
+
+def variant_data(variant: InfoVariant) -> dict[str, Any]:
+    """A variant as JSON-ready data; ``sharing`` only when private, as folders written
+    before the field existed record it (so that ``--reuse`` still finds their sweeps)."""
+    data = dataclasses.asdict(variant)
+    if data["sharing"] == "shared":
+        del data["sharing"]
+    return data
+
+
+def experiment_data(exp: Experiment) -> dict[str, Any]:
+    """An experiment as JSON-ready data, its variants by :func:`variant_data`."""
+    data = dataclasses.asdict(exp)
+    data["variants"] = [variant_data(v) for v in exp.variants]
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +202,7 @@ class Study:
         return {
             "name": self.name,
             "seeds": self.seeds,
-            "experiments": [dataclasses.asdict(e) for e in self.experiments],
+            "experiments": [experiment_data(e) for e in self.experiments],
         }
 
 
@@ -204,6 +232,7 @@ def _check_buildable(exp: Experiment) -> None:
                     info=variant.info,
                     info_sample_size=variant.sample_size,
                     info_noise_std=variant.noise_std,
+                    info_sharing=variant.sharing,
                 )
     except (TypeError, ValueError) as error:
         raise ValueError(f"experiment {exp.name!r}: {error}") from None

@@ -14,7 +14,6 @@ would run again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
@@ -23,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from jaxstage import checkpoint
-from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
+from jaxstage.study.definition import (
+    Experiment,
+    InfoVariant,
+    Study,
+    experiment_data,
+    sweep_keys,
+    variant_data,
+)
 from jaxstage.study.tables import group_rows
 from jaxstage.tables import read_csv
 
@@ -216,13 +222,13 @@ def _json_data(value: Any) -> Any:
 def _same_sweep_definition(exp: Experiment, found: dict[str, Any], variant: InfoVariant) -> bool:
     """Whether ``found`` (an experiment of another study's config.json) defines the sweep
     of ``variant`` exactly as ``exp`` does; populations may differ."""
-    ours = _json_data(dataclasses.asdict(exp))
+    ours = _json_data(experiment_data(exp))
     for key in ("populations", "variants"):
         ours.pop(key)
     theirs = {k: v for k, v in found.items() if k not in ("populations", "variants")}
     if ours != theirs:
         return False
-    wanted = _json_data(dataclasses.asdict(variant))
+    wanted = _json_data(variant_data(variant))
     return any(v == wanted for v in found.get("variants", []))
 
 

@@ -158,6 +158,7 @@ _VARIANT = {
     "info": _text,
     "sample_size": lambda v, w: _int(v, w, low=1),
     "noise_std": _real,
+    "sharing": _text,
     "stage_lengths": lambda v, w: _list(v, w, lambda x, y: _int(x, y, low=1)),
     "update_probs": lambda v, w: _list(v, w, _real),
 }

@@ -80,6 +80,7 @@ def sweep_result(
         info=variant.info,
         info_sample_size=variant.sample_size,
         info_noise_std=variant.noise_std,
+        info_sharing=variant.sharing,
     )
     row_probs = [p for p in probs for _ in range(seeds)]
     row_seeds = [s for _ in probs for s in range(seeds)]

@@ -291,6 +291,17 @@ def checkpoint_folder(args: argparse.Namespace, out: Any) -> Path | None:
     return folder
 
 
+def settle_checkpoints(args: argparse.Namespace, checkpoints: Path | None) -> None:
+    """Once the results are written their checkpoints are no longer needed: removed,
+    unless ``--keep-checkpoints``."""
+    if checkpoints is None:
+        return
+    if args.keep_checkpoints:
+        print(f"checkpoints kept in {checkpoints}")
+    else:
+        checkpoint.remove(checkpoints)
+
+
 def output_folders(
     args: argparse.Namespace, run: dict[str, Any], default_out: str
 ) -> tuple[Any, Path | None]:

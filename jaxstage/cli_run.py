@@ -25,6 +25,7 @@ from jaxstage.cli_config import (
     parse_initial,
     read_config,
     run_options,
+    settle_checkpoints,
 )
 from jaxstage.cli_output import print_equilibria
 from jaxstage.cli_sweep import finish_sweep
@@ -121,11 +122,7 @@ def _finish_run(
     print_equilibria(game, result.distribution[-1])
     folder = write_results(result, out, plot=not args.no_plot, overwrite=args.overwrite)
     print(f"results written to {folder}")
-    if checkpoints is not None:
-        if args.keep_checkpoints:
-            print(f"checkpoints kept in {checkpoints}")
-        else:  # the results are written: they are no longer needed
-            checkpoint.remove(checkpoints)
+    settle_checkpoints(args, checkpoints)
     return 0
 
 

@@ -46,15 +46,17 @@ from pathlib import Path
 from typing import Any
 
 import jaxstage as js
-from jaxstage import checkpoint, distributed
+from jaxstage import distributed
 from jaxstage.cli_config import (
     CONFIG_TABLES,
     convergence_options,
     game_from,
+    learner_options,
     output_folders,
     parse_initial,
     read_config,
     run_options,
+    settle_checkpoints,
 )
 from jaxstage.results import write_results
 from jaxstage.resumable import run_with_checkpoints
@@ -202,15 +204,8 @@ def _sweep_options(args: argparse.Namespace, config: dict[str, dict[str, Any]], 
             f"{path}: unknown key(s) {', '.join(map(repr, unknown))} in [sweep]; valid keys: "
             f"{', '.join(_SWEEP_KEYS)}"
         )
-    learner = dict(config["learner"])
-    given_values = (
-        ("info", args.info),
-        ("info_sample_size", args.info_sample_size),
-        ("info_sharing", args.info_sharing),
-    )
-    for name, given in given_values:
-        if given is not None:
-            learner[name] = given
+    # The learner axes' option values are text here: the loop below replaces each given one.
+    learner = learner_options(args, config["learner"])
     axes = _game_axes(args, table.get("game", {}), game, path)
     for name, option, _, integer in LEARNER_AXES:
         text = getattr(args, _ATTRIBUTE.get(name, name))
@@ -320,9 +315,5 @@ def finish_sweep(
     print(f"results written to {folder}")
     if not args.no_plot and not plot:
         print(f"plot.png left out: {len(result)} runs (more than {MAX_PLOTTED_RUNS}) overlaid")
-    if checkpoints is not None:
-        if args.keep_checkpoints:
-            print(f"checkpoints kept in {checkpoints}")
-        else:
-            checkpoint.remove(checkpoints)
+    settle_checkpoints(args, checkpoints)
     return 0

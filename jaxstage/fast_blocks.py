@@ -315,14 +315,20 @@ def sample_indices(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Arra
     replacement) for sampled information at ``stage``: ``floor(u * n)`` of a 24-bit
     uniform up to :data:`SAMPLE_24_BITS_UP_TO` agents, where it reaches every agent, and
     of a 48-bit one beyond (:func:`jaxstage.counter_rng.index_below`)."""
-    key = crng.stream_key(seed, stage, SAMPLE_STREAM)
-    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
     if spec.num_agents > SAMPLE_24_BITS_UP_TO:
-        second = crng.stream_key(seed, stage, SAMPLE_STREAM, 1)
-        first_bits, second_bits = crng.random_bits(key, draws), crng.random_bits(second, draws)
-        return crng.index_below(first_bits, second_bits, spec.num_agents)
-    uniform = crng.uniform(key, draws)
+        return crng.index_below(*_sample_bits(spec, seed, stage), spec.num_agents)
+    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
+    uniform = crng.uniform(crng.stream_key(seed, stage, SAMPLE_STREAM), draws)
     return jnp.minimum(jnp.floor(uniform * spec.num_agents), spec.num_agents - 1).astype(jnp.int32)
+
+
+def _sample_bits(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two uint32 words of each sampled agent's 48-bit draw (past
+    :data:`SAMPLE_24_BITS_UP_TO` agents): the first from the 24-bit draw's stream."""
+    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
+    first = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM), draws)
+    second = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM, 1), draws)
+    return first, second
 
 
 def sample_words(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> WideIndex:
@@ -332,10 +338,7 @@ def sample_words(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> WideIndex:
     if spec.num_agents <= SAMPLE_24_BITS_UP_TO:
         low = sample_indices(spec, seed, stage).astype(jnp.uint32)
         return WideIndex(jnp.zeros_like(low), low)
-    draws = jnp.arange(spec.info_sample_size, dtype=jnp.uint32)
-    first = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM), draws)
-    second = crng.random_bits(crng.stream_key(seed, stage, SAMPLE_STREAM, 1), draws)
-    return WideIndex(*crng.index_words_below(first, second, spec.num_agents))
+    return WideIndex(*crng.index_words_below(*_sample_bits(spec, seed, stage), spec.num_agents))
 
 
 def sampled_agents(spec: RunSpec, seed: jax.Array, stage: jax.Array) -> jax.Array | WideIndex:

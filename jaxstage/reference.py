@@ -169,7 +169,7 @@ def _published_distribution(spec, params, key, actions):
 PRIVATE_BATCH_FLOATS = 2**22
 
 
-def _private_counts(spec, params, key, actions):
+def _private_counts(spec, params, key, population):
     """``(n, k)`` float32 counts ``n * d_hat_i`` of every agent's own estimate of the
     stage actions' distribution (``info_sharing="private"``): its own sample of ``m``
     agents drawn with replacement, whose counts are ``Multinomial(m, d)`` (drawn as such,
@@ -177,7 +177,7 @@ def _private_counts(spec, params, key, actions):
     renormalised."""
     n, k = spec.num_agents, spec.num_actions
     sample_key, noise_key = jax.random.split(key)
-    d = jnp.bincount(actions, length=k).astype(jnp.float32) / n
+    d = population / n  # the stage actions' float32 counts
     if spec.info_sample_size is None:
         d_hat = jnp.broadcast_to(d, (n, k))
     else:
@@ -229,9 +229,9 @@ def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: 
     if spec.info != "distribution":
         return _estimates_from_payoffs(spec, key, totals), None, None
     if spec.info_private:
-        own = _private_counts(spec, params, key, actions)
-        scores = _private_best_reply_payoffs(game, spec, params, own, agent_types, actions)
         population = jnp.bincount(actions, length=spec.num_actions).astype(jnp.float32)
+        own = _private_counts(spec, params, key, population)
+        scores = _private_best_reply_payoffs(game, spec, params, own, agent_types, actions)
         return scores, population, scores
     # Best reply to the published counts with the payoff model.
     published = _published_distribution(spec, params, key, actions)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_memory import run_child
 
 
 def child(args: argparse.Namespace) -> None:
@@ -72,31 +72,17 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    command = [
-        "/usr/bin/time",
-        "-v",
-        sys.executable,
-        __file__,
-        "--child",
-        *("--agents", str(args.agents), "--actions", str(args.actions)),
-        *("--stage-length", str(args.stage_length), "--devices", str(args.devices)),
-        *("--update-prob", str(args.update_prob), "--explore", str(args.explore)),
-        *("--stages", str(args.stages), "--seed", str(args.seed)),
-    ]
-    begun = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - begun
-    if done.returncode != 0:
-        raise SystemExit(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
-    row = json.loads(done.stdout.strip().splitlines()[-1])
-    return {
-        **row,
-        "wall_s": wall,
-        "peak_rss_bytes": peak_kb * 1024,
-        "peak_rss_gib": peak_kb / 2**20,
-        "peak_bytes_per_agent": peak_kb * 1024 / args.agents,
-    }
+    return run_child(
+        [
+            __file__,
+            "--child",
+            *("--agents", str(args.agents), "--actions", str(args.actions)),
+            *("--stage-length", str(args.stage_length), "--devices", str(args.devices)),
+            *("--update-prob", str(args.update_prob), "--explore", str(args.explore)),
+            *("--stages", str(args.stages), "--seed", str(args.seed)),
+        ],
+        agents=args.agents,
+    )
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import run_child
 
 
 def child(args: argparse.Namespace) -> None:
@@ -60,24 +60,14 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace, mode: str, folder: Path, source: str | None) -> dict:
-    command = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", mode]
-    command += ["--folder", str(folder), "--agents", str(args.agents)]
-    command += ["--devices", str(args.devices), "--actions", str(args.actions)]
-    command += ["--stage-length", str(args.stage_length), "--explore", str(args.explore)]
+    arguments = [__file__, "--child", mode, "--folder", str(folder)]
+    arguments += ["--agents", str(args.agents), "--devices", str(args.devices)]
+    arguments += ["--actions", str(args.actions), "--stage-length", str(args.stage_length)]
+    arguments += ["--explore", str(args.explore)]
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = source
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{mode} child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
-    row = json.loads(done.stdout.strip().splitlines()[-1])
-    return {
-        **row,
-        "peak_rss_bytes": peak_kb * 1024,
-        "peak_rss_gib": peak_kb / 2**20,
-        "peak_bytes_per_agent": peak_kb * 1024 / args.agents,
-    }
+    return run_child(arguments, agents=args.agents, what=f"{mode} child", env=env)
 
 
 def measure_both(args: argparse.Namespace, source: str | None) -> dict:

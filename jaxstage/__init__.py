@@ -24,8 +24,11 @@ from jaxstage.best_reply import (  # noqa: E402
 )
 from jaxstage.devices import cpu_core_count, use_cpu_cores  # noqa: E402
 from jaxstage.engine import Simulation, SimulationState  # noqa: E402
+from jaxstage.eps_greedy import EpsGreedy  # noqa: E402
+from jaxstage.exp3 import Exp3  # noqa: E402
 from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
 from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
+from jaxstage.learner_interface import Learner  # noqa: E402
 from jaxstage.mean_field import MeanFieldTrajectory, mean_field_trajectory  # noqa: E402
 from jaxstage.plan import estimate_memory_bytes  # noqa: E402
 from jaxstage.records import SimulationResult, StageRecords, SweepResult  # noqa: E402
@@ -41,6 +44,9 @@ __all__ = [
     "from_payoff_fn",
     # learner and simulation
     "StageLearning",
+    "EpsGreedy",
+    "Exp3",
+    "Learner",
     "INFO_MODES",
     "simulate",
     "resume",

@@ -48,6 +48,7 @@ from jaxstage.cli_run import cmd_resume, cmd_run
 from jaxstage.cli_study import cmd_study, parse_claims
 from jaxstage.cli_sweep import cmd_sweep
 from jaxstage.learner import INFO_MODES, INFO_SHARING
+from jaxstage.learners import LEARNERS
 from jaxstage.sweep_rows import DISTRIBUTE_MODES
 
 __all__ = ["main", "build_parser", "load_config", "parse_param", "parse_initial"]
@@ -175,8 +176,15 @@ def _add_simulation_options(command: argparse.ArgumentParser, *, sweep: bool) ->
             value_type, metavar, what = str, "LIST", f"{what} (comma-separated values)"
         command.add_argument(option, type=value_type, metavar=metavar, help=what)
 
-    learner_value("--stage-length", _count, "TAU", "rounds per stage")
-    learner_value("--explore", float, "P", "exploration probability")
+    command.add_argument(
+        "--learner",
+        choices=tuple(LEARNERS),
+        help="the learner (default stage: stage learning; eps-greedy and exp3 run on the "
+        "reference kernel, docs/learners.md)",
+    )
+    learner_value("--stage-length", _count, "TAU", "rounds per stage (between records)")
+    learner_value("--explore", float, "P", "exploration probability (exp3: gamma)")
+    command.add_argument("--eta", type=float, metavar="ETA", help="exp3: learning rate")
     learner_value("--update-prob", float, "P", "adoption probability")
     command.add_argument("--info", choices=INFO_MODES, help="statistical information")
     command.add_argument(

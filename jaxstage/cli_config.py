@@ -62,6 +62,8 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 CONFIG_TABLES = ("game", "learner", "run")
 LEARNER_KEYS = (
+    "name",
+    "eta",
     "stage_length",
     "explore_prob",
     "update_prob",
@@ -252,9 +254,12 @@ def read_config(
 
 
 def learner_options(args: argparse.Namespace, file_learner: dict[str, Any]) -> dict[str, Any]:
-    """``StageLearning`` keywords: the file's ``[learner]`` with the options over it."""
+    """:func:`jaxstage.learners.make_learner` keywords (``name`` included): the file's
+    ``[learner]`` with the options over it."""
     options = dict(file_learner)
     given = {
+        "name": getattr(args, "learner", None),
+        "eta": getattr(args, "eta", None),
         "stage_length": args.stage_length,
         "explore_prob": args.explore,
         "update_prob": args.update_prob,

@@ -30,6 +30,7 @@ from jaxstage.cli_config import (
 from jaxstage.cli_output import print_equilibria
 from jaxstage.cli_sweep import finish_sweep
 from jaxstage.game_base import AnonymousGame
+from jaxstage.learners import learner_label, make_learner
 from jaxstage.results import check_output_folder, write_results
 from jaxstage.resumable import rebuilt_game, run_with_checkpoints
 
@@ -80,10 +81,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return resume_from_folder(args)
     file_config = read_config(args)
     game = game_from(args, file_config["game"])
-    learner = js.StageLearning(**learner_options(args, file_config["learner"]))
+    learner = make_learner(**learner_options(args, file_config["learner"]))
     run = run_options(args, file_config["run"])
     initial = parse_initial(run["initial"], game.num_actions)
-    default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_seed{run['seed']}"
+    label = learner_label(learner)
+    default_out = f"results/{game.name}_{label}_n{run['agents']}_seed{run['seed']}"
     out, checkpoints = output_folders(args, run, default_out)
     options = convergence_options(run, initial)
     if checkpoints is None:

@@ -58,6 +58,7 @@ from jaxstage.cli_config import (
     run_options,
     settle_checkpoints,
 )
+from jaxstage.learners import learner_label, make_learner
 from jaxstage.results import write_results
 from jaxstage.resumable import run_with_checkpoints
 
@@ -233,7 +234,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = read_config(args, (*CONFIG_TABLES, "sweep"))
     game = game_from(args, config["game"])
     learner_kwargs, axes = _sweep_options(args, config, game)
-    learner = js.StageLearning(**learner_kwargs)
+    learner = make_learner(**learner_kwargs)
     run = run_options(args, config["run"])
     if args.seeds is not None:
         seeds = parse_seeds(args.seeds, run["seed"], "--seeds")
@@ -244,7 +245,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     short = {name: label for name, _, label, _ in LEARNER_AXES}
     labels = _labels(rows, short)
     initial = parse_initial(run["initial"], game.num_actions)
-    default_out = f"results/{game.name}_{learner.info}_n{run['agents']}_sweep{len(rows)}"
+    label = learner_label(learner)
+    default_out = f"results/{game.name}_{label}_n{run['agents']}_sweep{len(rows)}"
     out, checkpoints = output_folders(args, run, default_out)
     distribute = args.distribute or "auto"
     if distribute == "rows" and checkpoints is not None:

@@ -33,6 +33,7 @@ from jaxstage._validation import check_int
 from jaxstage.finiteness import check_metrics, check_stages
 from jaxstage.games import AnonymousGame, Params
 from jaxstage.learner import StageLearning
+from jaxstage.learners import learner_label
 from jaxstage.metrics import CountMetrics
 from jaxstage.records import SimulationResult, StageRecords, assemble_result, concatenate_stages
 from jaxstage.spec import RunParams, RunSpec
@@ -56,6 +57,9 @@ class SimulationState(NamedTuple):
             ``(2,)`` (``jax.random.key_data`` of the key split off the seed).
         metrics: the :class:`~jaxstage.metrics.CountMetrics` of ``actions`` (host
             arrays), e.g. ``state.metrics.best_reply_fraction``.
+        learner_state: ``None`` for stage learning; for another learner
+            (:mod:`jaxstage.learner_interface`) its per-agent state, whose ``actions``
+            (the current actions, int32) are ``actions``.
     """
 
     actions: jax.Array
@@ -63,6 +67,7 @@ class SimulationState(NamedTuple):
     seed: np.ndarray
     key: jax.Array
     metrics: CountMetrics
+    learner_state: Any = None
 
 
 class EventsOverflowError(Exception):
@@ -191,6 +196,8 @@ class Pipeline:
         check = _finiteness_check(self.game, self.spec, self.row_game_params, self.batched)
         check(metrics, None, 0, 1)
         key_data = stages_key if self.fast else jax.random.key_data(stages_key)
+        if self.spec.learner is not None:  # the learner's state, with its current actions
+            return SimulationState(actions.actions, np.int32(0), seeds, key_data, metrics, actions)
         return SimulationState(actions, np.int32(0), seeds, key_data, metrics)
 
     def _chunk(self, spec: RunSpec, actions, key, first: int):
@@ -226,7 +233,8 @@ class Pipeline:
         population less at peak; ``state`` is then unusable); otherwise an overflow of
         the agents path's events is replayed from ``state`` with twice the events."""
         while True:
-            actions = state.actions if donate else jnp.copy(state.actions)
+            carried = state.actions if state.learner_state is None else state.learner_state
+            actions = carried if donate else jax.tree.map(jnp.copy, carried)
             try:
                 return self._advance(state, actions, num_stages, bar)
             except EventsOverflowError:
@@ -260,7 +268,12 @@ class Pipeline:
                 bar.set_postfix(best_reply=f"{float(np.mean(share)):.3f}")
         stages = concatenate_stages(records, batched=self.batched)
         last = jax.tree.map(lambda x: x[:, -1] if self.batched else x[-1], stages.metrics)
-        new_state = SimulationState(actions, np.int32(end), state.seed, state.key, last)
+        if self.spec.learner is not None:
+            new_state = SimulationState(
+                actions.actions, np.int32(end), state.seed, state.key, last, actions
+            )
+        else:
+            new_state = SimulationState(actions, np.int32(end), state.seed, state.key, last)
         return new_state, StageRecords(start, state.seed, state.metrics, stages, self.batched)
 
 
@@ -399,6 +412,7 @@ class Simulation:
             game, learner, num_agents, num_stages, eps, delta, hold_stages
         )
         kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
+        plan.check_learner_run(learner, initial, num_stages)
         params_game = plan.check_game_params(game, game_params)
         references = references_for(game, game_params is not None, reference)
         kernel = plan.resolve_kernel(kernel, game, fast_path, learner)
@@ -444,7 +458,7 @@ class Simulation:
             types=plan.types_array(spec),
             row_game_params=[params_game],
             batched=False,
-            description=f"{game.name} info={learner.info}",
+            description=f"{game.name} {learner_label(learner)}",
         )
 
     @property
@@ -502,6 +516,8 @@ class Simulation:
                 f"simulation's kernel holds ({expected},): the state belongs to another "
                 f"simulation"
             )
+        if (state.learner_state is None) != (self.spec.learner is None):
+            raise ValueError("the state belongs to a simulation of another learner")
 
     def result(
         self, records: StageRecords, *, final: SimulationState | None = None

@@ -12,7 +12,8 @@ distribution and the actions. Results never carry a silent NaN.
 
 The code of a stage (``StageRecord.nonfinite``): ``0`` when every payoff was finite,
 ``r + 1`` when the expected payoffs of round ``r`` were not, ``-1`` when those at the
-published distribution (``info="distribution"``) were not. Zeros are also what the
+published distribution (``info="distribution"``) were not, ``-2`` when the learner's own
+state (e.g. EXP3's log-weights) stopped being finite at the stage end. Zeros are also what the
 stages past a run's end record, so they read as "finite".
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "NonFinitePayoffError",
+    "NonFiniteLearnerStateError",
     "first_nonfinite_round",
     "with_published_check",
     "nonfinite_counts",
@@ -35,6 +37,12 @@ __all__ = [
 ]
 
 PUBLISHED = -1
+LEARNER_STATE = -2
+
+
+class NonFiniteLearnerStateError(ValueError):
+    """A learner's state (e.g. EXP3's float32 log-weights) overflowed to a non-finite
+    value."""
 
 
 class NonFinitePayoffError(ValueError):
@@ -106,6 +114,14 @@ def check_stages(
     index = int(bad[0])
     code = int(codes[index])
     distribution = np.asarray(counts[index], np.float64) / num_agents
+    if code == LEARNER_STATE:
+        in_row = "" if row is None else f" (sweep row {row})"
+        raise NonFiniteLearnerStateError(
+            f"the learner's state stopped being finite in stage {first_stage + index}"
+            f"{in_row} (float32 overflow; with EXP3 an update moves a log-weight by up to "
+            f"eta * |payoff| * k / gamma: lower eta, or rescale the payoffs); the run was "
+            f"stopped"
+        )
     where = (
         f"in round {code - 1}, at its played actions"
         if code > 0

@@ -13,11 +13,26 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from jaxstage import agent_stage, fast
+from jaxstage import agent_stage, fast, learner_kernel, reference
 from jaxstage.metrics import (
     count_metrics,
 )
-from jaxstage.reference import initial_state, run_chunk, scan_stages
+from jaxstage.reference import scan_stages
+
+
+def initial_state(game, spec, params, kind, payload, types, seed_key):
+    """The reference kernel's initial state: stage actions, or with another learner
+    (``spec.learner``) its state (:mod:`jaxstage.learner_kernel`)."""
+    if spec.learner is not None:
+        return learner_kernel.initial_state(game, spec, params, kind, payload, types, seed_key)
+    return reference.initial_state(game, spec, params, kind, payload, types, seed_key)
+
+
+def run_chunk(game, spec, params, actions, types, stages_key, first_stage):
+    """The reference kernel's chunk of stages (of ``spec.learner``'s hooks when set)."""
+    if spec.learner is not None:
+        return learner_kernel.run_chunk(game, spec, params, actions, types, stages_key, first_stage)
+    return reference.run_chunk(game, spec, params, actions, types, stages_key, first_stage)
 
 
 def fast_run_chunk(game, spec, params, actions, types, seed, first_stage):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxstage._validation import check_int, check_probability, check_real
+from jaxstage.decisions import choose_candidates, mean_or_unavailable
+from jaxstage.learner_interface import Learner, explore_or, onehot_actions
 
 __all__ = [
     "StageLearning",
+    "StageState",
     "INFO_MODES",
     "INFO_SHARING",
     "MAX_INFO_SAMPLE_SIZE",
@@ -32,8 +35,17 @@ MAX_INFO_SAMPLE_SIZE = 2**20
 Schedule = Callable[[Any], Any]
 
 
+class StageState(NamedTuple):
+    """Stage learning's per-agent state in the learner interface
+    (:mod:`jaxstage.learner_interface`)."""
+
+    actions: jax.Array  # (n,) int32 stage actions
+    sums: jax.Array  # (k, n) float32 payoff sums of the stage per action
+    counts: jax.Array  # (k, n) int32 observations of the stage per action
+
+
 @dataclasses.dataclass(frozen=True)
-class StageLearning:
+class StageLearning(Learner):
     """Stage learning: explore, average payoffs over a stage, switch to the argmax.
 
     Rounds are grouped in stages of ``stage_length`` rounds. Each round an agent plays its
@@ -81,6 +93,14 @@ class StageLearning:
         >>> js.StageLearning(stage_length=50, explore_prob=0.05, info="payoffs").info
         'payoffs'
     """
+
+    name: ClassVar[str] = "stage"
+    sweepable: ClassVar[tuple[str, ...]] = (
+        "explore_prob",
+        "update_prob",
+        "stage_length",
+        "info_noise_std",
+    )
 
     stage_length: int | Schedule = 50
     explore_prob: float | Schedule = 0.05
@@ -133,6 +153,45 @@ class StageLearning:
         exact information is the same shared or private)."""
         noisy = self.info_sample_size is not None or self.info_noise_std > 0
         return self.info_sharing == "private" and noisy
+
+    @property
+    def runs_on_fast_kernel(self) -> bool:
+        return not self.private_estimates
+
+    # The learner interface (jaxstage.learner_interface), for info="none": the engine
+    # runs stage learning on kernels of its own, which also implement the information
+    # modes; jaxstage.learner_kernel running these hooks gives the reference kernel's
+    # numbers bit for bit (tests/test_learners.py).
+    @staticmethod
+    def init_state(params: dict, actions: jax.Array, num_actions: int) -> StageState:
+        n = actions.shape[0]
+        zeros = jnp.zeros((num_actions, n), jnp.float32)
+        return StageState(actions, zeros, jnp.zeros((num_actions, n), jnp.int32))
+
+    @staticmethod
+    def play(params: dict, state: StageState, keys, explore_prob: jax.Array) -> jax.Array:
+        return explore_or(keys, state.actions, explore_prob, state.sums.shape[0])
+
+    @staticmethod
+    def observe(params: dict, state: StageState, key, played, payoffs, explore_prob) -> StageState:
+        onehot = onehot_actions(played, state.sums.shape[0])
+        return state._replace(
+            sums=state.sums + jnp.where(onehot, payoffs[None, :], 0.0),
+            counts=state.counts + onehot.astype(jnp.int32),
+        )
+
+    @staticmethod
+    def end_stage(params: dict, state: StageState, key, update_prob: jax.Array) -> StageState:
+        _, tie_key, update_key = jax.random.split(key, 3)
+        estimates = mean_or_unavailable(state.sums, state.counts)
+        shape = state.actions.shape
+        candidates = choose_candidates(jax.random.uniform(tie_key, shape), estimates, state.actions)
+        adopt = jax.random.uniform(update_key, shape) < update_prob
+        return StageState(
+            jnp.where(adopt, candidates, state.actions),
+            jnp.zeros_like(state.sums),
+            jnp.zeros_like(state.counts),
+        )
 
     def stage_lengths(self, num_stages: int) -> np.ndarray:
         """The ``(num_stages,)`` int32 stage lengths, schedules evaluated and checked."""

@@ -19,6 +19,7 @@ from jaxstage import agent_events, agent_stage, distributed, events, fast
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.games import AnonymousGame, Params, check_num_actions, type_counts
 from jaxstage.learner import StageLearning
+from jaxstage.learner_interface import Learner
 from jaxstage.metrics import (
     VECTORISED_DEVIATIONS_UP_TO,
 )
@@ -95,6 +96,7 @@ def estimate_memory_bytes(
         per_agent += 24 * num_actions
     if learner.private_estimates:  # each agent's own counts or pooled sums, and its scores
         per_agent += 16 * num_actions
+    per_agent += learner.state_bytes_per_agent(num_actions)
     return int(batch * num_agents * per_agent + batch * deviation_bytes(num_actions) + 64 * 2**20)
 
 
@@ -317,11 +319,19 @@ def validate_common(game, learner, num_agents, num_stages, eps, delta, hold_stag
         raise TypeError(
             f"game must be an AnonymousGame (see jaxstage.make_game), got {type(game).__name__}"
         )
-    if not isinstance(learner, StageLearning):
-        raise TypeError(f"learner must be a jaxstage.StageLearning, got {type(learner).__name__}")
+    if not isinstance(learner, Learner):
+        raise TypeError(
+            "learner must be a jaxstage learner (StageLearning, EpsGreedy, Exp3 or a "
+            f"jaxstage.learner_interface.Learner), got {type(learner).__name__}"
+        )
     check_num_actions(game.num_actions, f"num_actions of game {game.name!r}")
     num_agents = check_int(num_agents, "num_agents", low=1, high=MAX_AGENTS)
     num_stages = check_int(num_stages, "num_stages", low=1)
+    if not isinstance(learner, StageLearning) and num_agents > MAX_INT32_AGENTS:
+        raise ValueError(
+            f"num_agents={num_agents:,}: {learner.name} runs on the reference kernel, up to "
+            f"{MAX_INT32_AGENTS:,} agents"
+        )
     check_sample_counts(learner, num_stages)
     eps = check_real(eps, "eps", low=0.0)
     delta = check_probability(delta, "delta")
@@ -347,6 +357,12 @@ def check_sample_counts(learner: StageLearning, num_stages: int) -> None:
         )
 
 
+def check_learner_run(learner, initial, num_stages: int) -> None:
+    """The learner's own refusals (:meth:`Learner.check_run`), before anything is traced."""
+    rounds = int(np.sum(learner.stage_lengths(num_stages), dtype=np.int64))
+    learner.check_run(initial=initial, num_rounds=rounds)
+
+
 def base_spec(game, learner, num_agents, num_stages) -> RunSpec:
     return RunSpec(
         num_agents=num_agents,
@@ -358,6 +374,7 @@ def base_spec(game, learner, num_agents, num_stages) -> RunSpec:
         num_stages=num_stages,
         chunk_stages=chunk_stages(num_stages),
         info_private=learner.private_estimates,
+        learner=None if isinstance(learner, StageLearning) else type(learner),
     )
 
 
@@ -367,6 +384,16 @@ def resolve_kernel(
     fast_path: str = "auto",
     learner: StageLearning | None = None,
 ) -> str:
+    if learner is not None and not learner.runs_on_fast_kernel and not learner.private_estimates:
+        if kernel == "fast" or fast_path != "auto":
+            raise ValueError(
+                f"learner {learner.name!r} runs on the reference kernel only (the fast "
+                "kernels implement stage learning); use kernel='reference' or 'auto' and "
+                "leave fast_path='auto'"
+            )
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+        return "reference"
     private = learner is not None and learner.private_estimates
     if private and kernel in ("fast", "auto") and fast_path != "auto":
         raise ValueError(
@@ -721,4 +748,13 @@ def run_params(
             learner.info_noise_std if info_noise is None else info_noise, jnp.float32
         ),
         eps=jnp.asarray(eps, jnp.float32),
+        learner=_traced_learner_params(learner),
     )
+
+
+def _traced_learner_params(learner):
+    """The learner's traced hyperparameters (``None`` for stage learning: its programs
+    take none)."""
+    if isinstance(learner, StageLearning):
+        return None
+    return {name: jnp.asarray(v, jnp.float32) for name, v in learner.traced_params().items()}

@@ -109,7 +109,7 @@ class SimulationResult:
         )
         lines = [
             f"game {cfg['game']['name']}, {cfg['num_agents']:,} agents, "
-            f"info={cfg['learner']['info']}, {self.num_stages} stages "
+            f"{_learner_text(cfg['learner'])}, {self.num_stages} stages "
             f"({int(self.rounds[-1]):,} rounds), seed {cfg['seed']}",
             (
                 f"converged at round {self.convergence_round:,} (stage {self.convergence_stage}"
@@ -128,6 +128,11 @@ class SimulationResult:
                 f"{self.distance_to_equilibrium[-1]:.4g}"
             )
         return "\n".join(lines)
+
+
+def _learner_text(learner: dict[str, Any]) -> str:
+    name = learner.get("name")
+    return f"info={learner['info']}" if name is None else f"learner {name}"
 
 
 @dataclasses.dataclass

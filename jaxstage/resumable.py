@@ -170,6 +170,11 @@ def run_with_checkpoints(
     checkpoint written into ``folder`` (new or empty) every ``every`` stages (default: a
     tenth of the run, rounded up) and at the end; ``extra`` (JSON-friendly) is kept in
     the manifests (the command line keeps its output folder there)."""
+    if not isinstance(run.learner, StageLearning):
+        raise ValueError(
+            f"checkpoints hold stage learning's stage actions only; a {run.learner.name} run "
+            "cannot be checkpointed (leave checkpoint_dir and --checkpoint-every unset)"
+        )
     folder = checkpoint.check_folder(folder)
     horizon = run.num_stages
     every = math.ceil(horizon / 10) if every is None else every

@@ -71,6 +71,9 @@ class RunSpec(NamedTuple):
     #: and agent indices as two 32-bit words (``plan.wide_counts``): populations past
     #: ``2**31 - 1`` agents, on the loop over rounds.
     wide_counts: bool = False
+    #: The learner class the reference kernel runs through its hooks
+    #: (:mod:`jaxstage.learner_kernel`), or ``None``: stage learning on its own kernels.
+    learner: type | None = None
 
     @property
     def num_types(self) -> int:
@@ -116,3 +119,4 @@ class RunParams(NamedTuple):
     update_prob: jax.Array  # () float32
     info_noise_std: jax.Array  # () float32
     eps: jax.Array  # () float32
+    learner: Params | None = None  # the learner's traced hyperparameters (float32 scalars)

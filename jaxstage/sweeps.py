@@ -10,7 +10,6 @@ the sweep's exploration path.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +60,12 @@ def _row_learners(learner: StageLearning, rows: dict, batch: int, num_stages: in
     """Each row's learner, validated like any StageLearning (so a bad row fails before
     anything is traced)."""
     learners = []
+    for name in SWEPT:
+        if rows[name] is not None and name not in learner.sweepable:
+            raise ValueError(
+                f"{name} cannot be swept with learner {learner.name!r}; its sweepable "
+                f"fields: {', '.join(learner.sweepable)}"
+            )
     for i in range(batch):
         changes = {name: rows[name][i] for name in SWEPT if rows[name] is not None}
         if changes.get("info_noise_std", 0) and not learner.info_noise_std:
@@ -68,7 +73,7 @@ def _row_learners(learner: StageLearning, rows: dict, batch: int, num_stages: in
                 "sweeping info_noise_std needs a learner with info_noise_std > 0 "
                 "(it selects the noisy code path)"
             )
-        learners.append(dataclasses.replace(learner, **changes))
+        learners.append(learner.with_values(**changes))
         plan.check_sample_counts(learners[-1], num_stages)
     return learners
 
@@ -147,6 +152,8 @@ class Sweep:
         rows = {name: _batched(name, values, batch) for name, values in lists.items()}
         kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
         self.learners = _row_learners(learner, rows, batch, num_stages)
+        for row in self.learners:
+            plan.check_learner_run(row, initial, num_stages)
         self.game_rows = [
             plan.check_game_params(
                 game, None if rows["game_params"] is None else rows["game_params"][i], row=i

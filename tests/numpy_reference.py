@@ -298,3 +298,96 @@ if __name__ == "__main__":
     out = stage(rng, congestion, 0.5, s0, ty, num_actions=2, stage_length=50, explore_prob=1.0)
     assert (out["own_count"].sum(axis=1) == 50).all()
     print("numpy_reference self-check passed")
+
+
+def _round_payoffs(rng, payoff_fn, noise_std, played, types, k):
+    """Realised payoffs of one round given its played actions (section 2, step 2)."""
+    n = len(played)
+    u = np.asarray(payoff_fn(np.bincount(played, minlength=k) / n), dtype=float)
+    return np.array([u[types[i], played[i]] + noise_std * rng.standard_normal() for i in range(n)])
+
+
+def eps_greedy(
+    rng: np.random.Generator,
+    payoff_fn: PayoffFn,
+    noise_std: float,
+    initial: np.ndarray,
+    types: np.ndarray,
+    num_actions: int,
+    rounds: int,
+    explore_prob: float,
+) -> dict:
+    """eps-greedy with running averages for ``rounds`` rounds (MODEL.md section 8).
+
+    Returns ``greedy`` (``(n,)`` greedy actions after the last round), ``by_round``
+    (``(rounds, n)`` greedy actions after each round), ``sums`` and ``counts`` (``(n, k)``
+    all observations since round 0) and ``last_played``.
+    """
+    k = num_actions
+    greedy = np.asarray(initial, dtype=int).copy()
+    n = len(greedy)
+    sums = np.zeros((n, k))
+    counts = np.zeros((n, k), dtype=int)
+    played = greedy.copy()
+    by_round = []
+    for _ in range(rounds):
+        played = greedy.copy()
+        for i in range(n):
+            if rng.random() < explore_prob:
+                played[i] = rng.integers(k)
+        payoffs = _round_payoffs(rng, payoff_fn, noise_std, played, types, k)
+        for i in range(n):
+            sums[i, played[i]] += payoffs[i]
+            counts[i, played[i]] += 1
+            greedy[i] = _choose(rng, _ratio(sums[i], counts[i]), greedy[i])
+        by_round.append(greedy.copy())
+    return {
+        "greedy": greedy,
+        "by_round": np.array(by_round),
+        "sums": sums,
+        "counts": counts,
+        "last_played": played,
+    }
+
+
+def exp3(
+    rng: np.random.Generator,
+    payoff_fn: PayoffFn,
+    noise_std: float,
+    types: np.ndarray,
+    num_actions: int,
+    rounds: int,
+    eta: float,
+    gamma: float,
+) -> dict:
+    """EXP3 for ``rounds`` rounds from zero log-weights (MODEL.md section 8), in float64
+    and without the simulator's shift of the log-weights.
+
+    Returns ``current`` (``(n,)`` argmax of the play probabilities, lowest index on
+    ties), ``by_round`` (``(rounds, n)`` the current actions after each round),
+    ``log_weights`` and ``probabilities`` (``(n, k)``).
+    """
+    k = num_actions
+    types = np.asarray(types, dtype=int)
+    n = len(types)
+    w = np.zeros((n, k))
+
+    def probabilities(w):
+        e = np.exp(w - w.max(axis=1, keepdims=True))
+        return (1 - gamma) * e / e.sum(axis=1, keepdims=True) + gamma / k
+
+    by_round = []
+    for _ in range(rounds):
+        p = probabilities(w)
+        played = np.array([rng.choice(k, p=p[i]) for i in range(n)])
+        payoffs = _round_payoffs(rng, payoff_fn, noise_std, played, types, k)
+        for i in range(n):
+            w[i, played[i]] += eta * payoffs[i] / p[i, played[i]]
+        by_round.append(np.argmax(probabilities(w), axis=1))
+    p = probabilities(w)
+    return {
+        "current": np.argmax(p, axis=1),
+        "by_round": np.array(by_round),
+        "log_weights": w,
+        "probabilities": p,
+    }

@@ -171,7 +171,10 @@ out = "{out.as_posix()}"
     ("text", "expected"),
     [
         ('[game]\nname = "congestion"\nlanes = 3\n', "'lanes' in [game]"),
-        ("[learner]\ntau = 3\n", "'tau' in [learner]; valid keys: stage_length, explore_prob"),
+        (
+            "[learner]\ntau = 3\n",
+            "'tau' in [learner]; valid keys: name, eta, stage_length, explore_prob",
+        ),
         ("[run]\nagents = 10\npopulation = 3\n", "'population' in [run]; valid keys: agents"),
         ("[runs]\nagents = 10\n", "'runs'; valid tables: [game], [learner], [run]"),
         ("agents = 10\n", "'agents'; valid tables"),

@@ -247,7 +247,7 @@ def test_wrong_types_are_refused():
     learner = js.StageLearning()
     with pytest.raises(TypeError, match="game must be an AnonymousGame"):
         js.simulate("congestion", learner, 10, 1)
-    with pytest.raises(TypeError, match="learner must be a jaxstage.StageLearning"):
+    with pytest.raises(TypeError, match="learner must be a jaxstage learner .StageLearning"):
         js.simulate(js.make_game("minority"), {"stage_length": 5}, 10, 1)
 
 

@@ -32,7 +32,7 @@ from jaxstage import checkpoint_parts, distributed, fast, kernels, plan
 from jaxstage._validation import check_int
 from jaxstage.finiteness import check_metrics, check_stages
 from jaxstage.games import AnonymousGame, Params
-from jaxstage.learner import StageLearning
+from jaxstage.learner_interface import Learner
 from jaxstage.learners import learner_label
 from jaxstage.metrics import CountMetrics
 from jaxstage.records import SimulationResult, StageRecords, assemble_result, concatenate_stages
@@ -317,7 +317,7 @@ class RunOptions(NamedTuple):
 
 def run_config(
     game: AnonymousGame,
-    learner: StageLearning,
+    learner: Learner,
     options: RunOptions,
     spec: RunSpec,
     *,
@@ -392,7 +392,7 @@ class Simulation:
     def __init__(
         self,
         game: AnonymousGame,
-        learner: StageLearning,
+        learner: Learner,
         num_agents: int,
         num_stages: int,
         *,

@@ -13,7 +13,7 @@ from jaxstage import distributed, sweep_rows
 from jaxstage._validation import check_int
 from jaxstage.engine import Simulation, run_to_end
 from jaxstage.games import AnonymousGame
-from jaxstage.learner import StageLearning
+from jaxstage.learner_interface import Learner
 from jaxstage.records import SimulationResult, SweepResult
 from jaxstage.resumable import resume, run_with_checkpoints
 from jaxstage.sweeps import Sweep
@@ -23,7 +23,7 @@ __all__ = ["simulate", "sweep", "resume", "SimulationResult", "SweepResult"]
 
 def simulate(
     game: AnonymousGame,
-    learner: StageLearning,
+    learner: Learner,
     num_agents: int,
     num_stages: int,
     seed: int = 0,
@@ -48,7 +48,8 @@ def simulate(
 
     Args:
         game: an anonymous game (``jaxstage.make_game`` or ``games.from_payoff_fn``).
-        learner: the :class:`~jaxstage.StageLearning` configuration.
+        learner: the learner: :class:`~jaxstage.StageLearning`, :class:`~jaxstage.EpsGreedy`,
+            :class:`~jaxstage.Exp3` or any :class:`~jaxstage.Learner`.
         num_agents: population size, in ``[1, 2**31 - 1]``.
         num_stages: number of stages ``S >= 1``.
         seed: integer seed; the same seed gives the same numbers.
@@ -141,7 +142,7 @@ def simulate(
 
 def sweep(
     game: AnonymousGame,
-    learner: StageLearning,
+    learner: Learner,
     num_agents: int,
     num_stages: int,
     seeds: int | Sequence[int] = 0,

@@ -32,6 +32,7 @@ from jaxstage.engine import (
 )
 from jaxstage.games import AnonymousGame
 from jaxstage.learner import StageLearning
+from jaxstage.learner_interface import Learner
 from jaxstage.metrics import CountMetrics
 from jaxstage.records import StageRecords, SweepResult, assemble_result
 from jaxstage.spec import RunSpec
@@ -106,7 +107,7 @@ class Sweep:
     def __init__(
         self,
         game: AnonymousGame,
-        learner: StageLearning,
+        learner: Learner,
         num_agents: int,
         num_stages: int,
         seeds: int | Sequence[int] = 0,

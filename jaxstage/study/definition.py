@@ -18,12 +18,15 @@ __all__ = [
     "Study",
     "select",
     "sweep_keys",
+    "sweep_update_probs",
+    "variant_learner",
     "variant_data",
     "experiment_data",
 ]
 
-#: Claims an experiment may serve (MODEL.md section 7, plus the oscillating cases).
-CLAIMS = ("C1", "C2", "C3", "C4", "C5", "oscillation")
+#: Claims an experiment may serve (MODEL.md section 7, plus the oscillating cases and
+#: the comparison of learners, MODEL.md section 8).
+CLAIMS = ("C1", "C2", "C3", "C4", "C5", "oscillation", "learners")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,16 @@ class InfoVariant:
         noise_std: Gaussian noise on the published distribution (distribution only).
         sharing: ``"shared"`` (one estimate published to all) or ``"private"`` (each
             agent its own sample and noise: ``StageLearning(info_sharing=...)``).
-        stage_lengths: stage lengths for this variant (default: the experiment's).
-        update_probs: update probabilities for this variant (default: the experiment's).
+        stage_lengths: stage lengths for this variant (default: the experiment's); for a
+            learner without stages, the rounds between recorded states.
+        update_probs: update probabilities for this variant (default: the experiment's);
+            stage learning only.
+        learner: a learner of :data:`jaxstage.learners.LEARNERS` (``"stage"``,
+            ``"eps-greedy"``, ``"exp3"``); any other than ``"stage"`` has no information
+            and no update_prob (MODEL.md section 8).
+        explore_prob: this variant's exploration probability (EXP3: its ``gamma``);
+            default: the experiment's.
+        eta: EXP3's learning rate (EXP3 only; default ``jaxstage.Exp3``'s).
     """
 
     label: str
@@ -48,18 +59,57 @@ class InfoVariant:
     stage_lengths: tuple[int, ...] | None = None
     update_probs: tuple[float, ...] | None = None
     sharing: str = "shared"
+    learner: str = "stage"
+    explore_prob: float | None = None
+    eta: float | None = None
 
 
 NONE = InfoVariant("none")
 
+#: Fields a variant records only when they differ from these defaults, as folders
+#: written before the fields existed record them (so that ``--reuse`` still finds their
+#: sweeps).
+_LATER_FIELDS = {"sharing": "shared", "learner": "stage", "explore_prob": None, "eta": None}
+
 
 def variant_data(variant: InfoVariant) -> dict[str, Any]:
-    """A variant as JSON-ready data; ``sharing`` only when private, as folders written
-    before the field existed record it (so that ``--reuse`` still finds their sweeps)."""
+    """A variant as JSON-ready data, the fields added later only where not the default."""
     data = dataclasses.asdict(variant)
-    if data["sharing"] == "shared":
-        del data["sharing"]
+    for field, default in _LATER_FIELDS.items():
+        if data[field] == default:
+            del data[field]
     return data
+
+
+def sweep_update_probs(exp: Experiment, variant: InfoVariant) -> tuple[float | None, ...]:
+    """The update probabilities of a variant's sweeps: ``(None,)`` for a learner without
+    one (one row per seed), else the variant's or the experiment's."""
+    if variant.learner != "stage":
+        return (None,)
+    return variant.update_probs or exp.update_probs
+
+
+def variant_learner(exp: Experiment, variant: InfoVariant, tau: int) -> Any:
+    """The learner of a variant's sweep at stage length ``tau`` (for stage learning: at
+    the first update_prob, the sweep's rows set the others)."""
+    from jaxstage.learners import make_learner
+
+    explore = exp.explore_prob if variant.explore_prob is None else variant.explore_prob
+    if variant.learner != "stage":
+        options = {} if variant.eta is None else {"eta": variant.eta}
+        return make_learner(variant.learner, stage_length=tau, explore_prob=explore, **options)
+    if variant.eta is not None:
+        raise ValueError(f"variant {variant.label!r}: eta is EXP3's; learner is 'stage'")
+    return make_learner(
+        "stage",
+        stage_length=tau,
+        explore_prob=explore,
+        update_prob=sweep_update_probs(exp, variant)[0],
+        info=variant.info,
+        info_sample_size=variant.sample_size,
+        info_noise_std=variant.noise_std,
+        info_sharing=variant.sharing,
+    )
 
 
 def experiment_data(exp: Experiment) -> dict[str, Any]:
@@ -147,6 +197,7 @@ class Study:
         """
         from jaxstage.games import GAMES
         from jaxstage.learner import INFO_MODES
+        from jaxstage.learners import LEARNERS
 
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
@@ -182,6 +233,19 @@ class Study:
                     f"one, got {labels}"
                 )
             for variant in exp.variants:
+                if variant.learner not in LEARNERS:
+                    raise ValueError(
+                        f"experiment {exp.name!r}: unknown learner {variant.learner!r}; "
+                        f"valid: {', '.join(LEARNERS)}"
+                    )
+                if variant.learner != "stage" and (
+                    variant.info != "none" or variant.update_probs or variant.sharing != "shared"
+                ):
+                    raise ValueError(
+                        f"experiment {exp.name!r}: variant {variant.label!r}: learner "
+                        f"{variant.learner!r} takes no info, sharing or update_probs "
+                        "(stage learning's)"
+                    )
                 if variant.info not in INFO_MODES:
                     raise ValueError(
                         f"experiment {exp.name!r}: unknown info {variant.info!r}; "
@@ -212,7 +276,6 @@ def _check_buildable(exp: Experiment) -> None:
     from jaxstage import _validation as check
     from jaxstage.best_reply import MAX_AGENTS  # the study runs best-reply dynamics too
     from jaxstage.games import make_game
-    from jaxstage.learner import StageLearning
 
     try:
         for n in exp.populations:
@@ -225,15 +288,7 @@ def _check_buildable(exp: Experiment) -> None:
         make_game(exp.game, **exp.game_params)
         for variant in exp.variants:
             for tau in variant.stage_lengths or exp.stage_lengths:
-                StageLearning(
-                    stage_length=tau,
-                    explore_prob=exp.explore_prob,
-                    update_prob=(variant.update_probs or exp.update_probs)[0],
-                    info=variant.info,
-                    info_sample_size=variant.sample_size,
-                    info_noise_std=variant.noise_std,
-                    info_sharing=variant.sharing,
-                )
+                variant_learner(exp, variant, tau)
     except (TypeError, ValueError) as error:
         raise ValueError(f"experiment {exp.name!r}: {error}") from None
 

@@ -28,6 +28,7 @@ from jaxstage.study.definition import (
     Study,
     experiment_data,
     sweep_keys,
+    sweep_update_probs,
     variant_data,
 )
 from jaxstage.study.tables import group_rows
@@ -190,6 +191,7 @@ _TEXT_COLUMNS = frozenset(
         "game",
         "game_params",
         "variant",
+        "learner",
         "info",
         "kernel",
         "jaxstage_version",
@@ -279,8 +281,11 @@ def reusable_sweeps(study: Study, folders: Sequence[str | os.PathLike[str]]) -> 
                 continue
             key = (exp.name, variant.label, n, tau)
             rows = rows_by_sweep.get(key, [])
-            if len(rows) != study.seeds * len(variant.update_probs or exp.update_probs):
+            if len(rows) != study.seeds * len(sweep_update_probs(exp, variant)):
                 continue
+            for row in rows:  # folders written before other learners existed
+                row.setdefault("learner", "stage")
+                row.setdefault("eta", None)
             found[key_id] = {
                 "sweep": key_id,
                 "seconds": float(rows[0]["sweep_seconds"]),

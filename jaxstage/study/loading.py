@@ -161,6 +161,9 @@ _VARIANT = {
     "sharing": _text,
     "stage_lengths": lambda v, w: _list(v, w, lambda x, y: _int(x, y, low=1)),
     "update_probs": lambda v, w: _list(v, w, _real),
+    "learner": _text,
+    "explore_prob": _real,
+    "eta": _real,
 }
 _EXPERIMENT = {
     "name": _text,

@@ -39,6 +39,10 @@ MEAN_FIELD_TOLERANCE = 1e-9
 MEAN_FIELD_MAX_WORK = 3e8
 
 
+#: Why a run of another learner than stage learning has no ``mf_distance``.
+OTHER_LEARNER = "the mean-field map (MODEL.md section 9) is stage learning's"
+
+
 class MeanFieldSetting(NamedTuple):
     """What the mean-field limit of a study run depends on (hashable: a cache key)."""
 
@@ -185,6 +189,12 @@ def missing_mean_field_reasons(
     refusals: dict[MeanFieldSetting, str | None] = {}
     for row in runs:
         if row.get("mf_distance") not in (None, ""):
+            continue
+        if row.get("learner") not in (None, "", "stage"):
+            reasons.setdefault(OTHER_LEARNER, [])
+            label = f"{row['experiment']}: {row['variant']}"
+            if label not in reasons[OTHER_LEARNER]:
+                reasons[OTHER_LEARNER].append(label)
             continue
         setting = setting_of_row(row)
         if "mf_distance" not in row:

@@ -34,6 +34,8 @@ RUN_COLUMNS = (
     "game_params",
     "num_agents",
     "variant",
+    "learner",
+    "eta",
     "info",
     "info_sample_size",
     "info_noise_std",

@@ -85,7 +85,9 @@ def draw_plots(
                 q75 = np.array([num(r["q75_rounds"]) for r in group])
                 low = med - np.where(np.isnan(q25), budget, q25)
                 high = np.where(np.isnan(q75), budget, q75) - med
-                label = f"{key[0]}, tau={key[1]}, p={key[2]}"
+                label = f"{key[0]}, tau={key[1]}" + (
+                    "" if key[2] in (None, "") else f", p={key[2]}"
+                )
                 bars = ax.errorbar(n, med, yerr=[low, high], marker="o", capsize=3, label=label)
                 failed = np.isnan(med)
                 if failed.any():  # median not converged: an x at the budget
@@ -126,7 +128,12 @@ def draw_plots(
         fig.savefig(folder / "shortest_stage_length.png", dpi=110)
         plt.close(fig)
 
-    own_best = [r for r in speedup if r["comparison"] == "own best"]
+    # Information variants only: other learners' speed-ups are in summary.md's tables.
+    own_best = [
+        r
+        for r in speedup
+        if r["comparison"] == "own best" and (r.get("learner") or "stage") == "stage"
+    ]
     if own_best:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         # One line per variant: an experiment's populations continued by its "_large"

@@ -88,7 +88,7 @@ def summary_markdown(
                     ),
                 )
             )
-        if claim in ("C3", "C4"):
+        if claim in ("C3", "C4", "learners"):
             rows = [r for r in speedup if r["experiment"] in names]
             parts.append(
                 "Speed-up = median rounds (none) / median rounds (variant); `own best`: each "

@@ -21,7 +21,14 @@ from typing import Any
 from jaxstage import checkpoint, distributed, folders
 from jaxstage._validation import check_int
 from jaxstage.resumable import run_with_checkpoints
-from jaxstage.study.definition import Experiment, InfoVariant, Study, sweep_keys
+from jaxstage.study.definition import (
+    Experiment,
+    InfoVariant,
+    Study,
+    sweep_keys,
+    sweep_update_probs,
+    variant_learner,
+)
 from jaxstage.study.journal import (
     SWEEP_CHECKPOINTS,
     append_entry,
@@ -67,31 +74,22 @@ def sweep_result(
 
     Returns:
         ``(game, result, row_probs, row_seeds)``: the game, the
-        :class:`~jaxstage.SweepResult` and the update_prob and seed of each row.
+        :class:`~jaxstage.SweepResult` and the update_prob (``None`` for a learner
+        without one) and seed of each row.
     """
     import jaxstage as js
 
     game = js.make_game(exp.game, **exp.game_params)
-    probs = variant.update_probs or exp.update_probs
-    learner = js.StageLearning(
-        stage_length=tau,
-        explore_prob=exp.explore_prob,
-        update_prob=probs[0],
-        info=variant.info,
-        info_sample_size=variant.sample_size,
-        info_noise_std=variant.noise_std,
-        info_sharing=variant.sharing,
-    )
+    probs = sweep_update_probs(exp, variant)
+    learner = variant_learner(exp, variant, tau)
     row_probs = [p for p in probs for _ in range(seeds)]
     row_seeds = [s for _ in probs for s in range(seeds)]
     rows = (row_probs, row_seeds)
-    options = {
-        "seeds": row_seeds,
-        "update_prob": row_probs,
-        "eps": exp.eps,
-        "delta": exp.delta,
-        "kernel": kernel,
-    }
+    options = {"seeds": row_seeds, "eps": exp.eps, "delta": exp.delta, "kernel": kernel}
+    if variant.learner == "stage":
+        options["update_prob"] = row_probs
+    else:
+        options.pop("kernel")  # other learners run on the reference kernel only
     if checkpoints is not None and checkpoints.held(sweep_id(exp, variant, n, tau)):
         try:
             return game, js.resume(checkpoints.folder, game=game, learner=learner), *rows
@@ -215,10 +213,16 @@ def run_sweep(
     )
     seconds = time.perf_counter() - started
     mean_fields = {} if mean_fields is None else mean_fields
+    learner = variant_learner(exp, variant, tau)
     for run, prob, seed in zip(result.runs, row_probs, row_seeds, strict=True):
         hold = exp.hold(tau)
         convergence = study_convergence(run.in_equilibrium, run.rounds, hold)
-        distance, steps, br_ok = br_reference(game, run, prob, exp.eps, seed)
+        stage = variant.learner == "stage"
+        # Best-reply dynamics with inertia update_prob and the mean-field map model stage
+        # learning (MODEL.md sections 5 and 9): for other learners both are left empty.
+        distance, steps, br_ok = (
+            br_reference(game, run, prob, exp.eps, seed) if stage else (None, None, None)
+        )
         final_distance = run.distance_to_equilibrium
         row = {
             "claims": ";".join(exp.claims),
@@ -227,11 +231,15 @@ def run_sweep(
             "game_params": json.dumps(exp.game_params, sort_keys=True),
             "num_agents": n,
             "variant": variant.label,
+            "learner": variant.learner,
+            "eta": getattr(learner, "eta", None),
             "info": variant.info,
             "info_sample_size": variant.sample_size,
             "info_noise_std": variant.noise_std,
             "stage_length": tau,
-            "explore_prob": exp.explore_prob,
+            "explore_prob": exp.explore_prob
+            if variant.explore_prob is None
+            else variant.explore_prob,
             "update_prob": prob,
             "num_stages": exp.stages(tau),
             "round_budget": exp.round_budget,
@@ -254,8 +262,11 @@ def run_sweep(
             "jaxstage_version": versions["jaxstage"],
             "jax_version": versions["jax"],
         }
-        reference = mean_field_reference(setting_of_row(row), mean_fields)
-        row["mf_distance"] = mf_reference_distance(run, reference)
+        if stage:
+            reference = mean_field_reference(setting_of_row(row), mean_fields)
+            row["mf_distance"] = mf_reference_distance(run, reference)
+        else:
+            row["mf_distance"] = None
         runs.append(row)
         if exp.series and seed < exp.series_seeds:
             for s in range(len(run.rounds)):

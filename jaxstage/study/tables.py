@@ -96,7 +96,8 @@ def convergence_table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Convergence against population: one row per (experiment, game, variant, stage
     length, update_prob, population).
 
-    Columns: the keys, ``round_budget``, ``seeds``, ``converged``, ``share_converged``,
+    Columns: the keys, ``learner`` (``"stage"`` in folders written before other learners
+    existed), ``round_budget``, ``seeds``, ``converged``, ``share_converged``,
     ``median_rounds``, ``q25_rounds``, ``q75_rounds`` (over all seeds, non-converged as
     ``+inf``, see :func:`median_with_failures`; ``None`` = not converged),
     ``median_rounds_converged`` (over the converged seeds only), ``median_final_nash_gap``,
@@ -111,6 +112,7 @@ def convergence_table(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             dict(zip(CONVERGENCE_KEYS, key, strict=True))
             | {
                 "claims": rows[0]["claims"],
+                "learner": rows[0].get("learner") or "stage",
                 "info": rows[0]["info"],
                 "round_budget": norm_value(rows[0]["round_budget"]),
                 "seeds": len(rows),
@@ -242,6 +244,7 @@ def info_speedup_table(
                             "game": row["game"],
                             "num_agents": n,
                             "variant": variant,
+                            "learner": row.get("learner") or "stage",
                             "info": row["info"],
                             "comparison": comparison,
                             "stage_length": norm_value(row["stage_length"]),

@@ -213,6 +213,14 @@ def test_info_speedup_non_converged_baseline_and_both():
     assert table["payoffs"]["speedup"] is None
 
 
+def test_info_speedup_of_a_run_converged_at_round_zero():
+    # A learner whose initial state is an equilibrium converges at round 0.
+    rows = [conv_row(1.0, 400), conv_row(1.0, 0, variant="exp3", info="none")]
+    assert st.info_speedup_table(rows)[0]["speedup"] == math.inf
+    rows = [conv_row(1.0, 0), conv_row(1.0, 0, variant="exp3", info="none")]
+    assert st.info_speedup_table(rows)[0]["speedup"] == 1.0
+
+
 def test_info_speedup_uses_baseline_experiment_per_population():
     rows = [
         conv_row(1.0, 800, experiment="base"),

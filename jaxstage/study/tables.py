@@ -176,8 +176,9 @@ def _best_setting(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _ratio(baseline: Any, other: Any) -> float | None:
-    """``baseline / other`` for median rounds; ``inf`` when only the baseline failed,
-    ``0`` when only ``other`` failed, ``None`` when both failed."""
+    """``baseline / other`` for median rounds; ``inf`` when only the baseline failed or
+    only ``other`` converged at round 0, ``0`` when only ``other`` failed, ``None`` when
+    both failed, ``1`` when both converged at round 0."""
     b = math.inf if baseline in (None, "") else float(baseline)
     o = math.inf if other in (None, "") else float(other)
     if math.isinf(b) and math.isinf(o):
@@ -186,6 +187,8 @@ def _ratio(baseline: Any, other: Any) -> float | None:
         return math.inf
     if math.isinf(o):
         return 0.0
+    if o == 0:  # converged from the initial state (e.g. an equilibrium start)
+        return 1.0 if b == 0 else math.inf
     return b / o
 
 

@@ -29,6 +29,7 @@ from jaxstage.exp3 import Exp3  # noqa: E402
 from jaxstage.games import AnonymousGame, from_payoff_fn, list_games, make_game  # noqa: E402
 from jaxstage.learner import INFO_MODES, StageLearning  # noqa: E402
 from jaxstage.learner_interface import Learner  # noqa: E402
+from jaxstage.learners import LEARNERS, make_learner  # noqa: E402
 from jaxstage.mean_field import MeanFieldTrajectory, mean_field_trajectory  # noqa: E402
 from jaxstage.plan import estimate_memory_bytes  # noqa: E402
 from jaxstage.records import SimulationResult, StageRecords, SweepResult  # noqa: E402
@@ -47,6 +48,8 @@ __all__ = [
     "EpsGreedy",
     "Exp3",
     "Learner",
+    "LEARNERS",
+    "make_learner",
     "INFO_MODES",
     "simulate",
     "resume",

@@ -172,8 +172,8 @@ def run_with_checkpoints(
     the manifests (the command line keeps its output folder there)."""
     if not isinstance(run.learner, StageLearning):
         raise ValueError(
-            f"checkpoints hold stage learning's stage actions only; a {run.learner.name} run "
-            "cannot be checkpointed (leave checkpoint_dir and --checkpoint-every unset)"
+            f"checkpoints hold stage learning's stage actions only; learner {run.learner.name!r}"
+            " cannot be checkpointed (leave checkpoint_dir and --checkpoint-every unset)"
         )
     folder = checkpoint.check_folder(folder)
     horizon = run.num_stages

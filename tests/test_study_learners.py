@@ -222,3 +222,15 @@ def test_builtin_learner_experiments_run_every_learner_at_the_game_setting(mode)
         assert exp.round_budget == base.round_budget
         top = 10_000 if mode == "quick" else 100_000
         assert max(exp.populations) == top and min(exp.populations) == 100
+
+
+def test_a_study_checkpointing_every_stage_runs_other_learners_without(learners_folder, tmp_path):
+    """Only stage learning's sweeps can be checkpointed; the others run without, and
+    give the same rows."""
+    folder = st.run_study(
+        LEARNERS_STUDY, tmp_path / "ck", progress=False, command="test", plots=False,
+        checkpoint_every=1,
+    )  # fmt: skip
+    columns = ("variant", "seed", "convergence_round", "final_nash_gap")
+    pick = [{c: r[c] for c in columns} for r in st.read_csv(folder / "runs.csv")]
+    assert pick == [{c: r[c] for c in columns} for r in st.read_csv(learners_folder / "runs.csv")]

@@ -70,7 +70,8 @@ def sweep_result(
     checkpointed into ``checkpoints.folder`` (every ``checkpoints.every`` stages, default
     a tenth of the sweep), and resumed from there when that folder holds this sweep's
     checkpoints: a study killed in a long sweep continues it from its last checkpoint,
-    with bitwise the numbers of an uninterrupted sweep.
+    with bitwise the numbers of an uninterrupted sweep. Sweeps of other learners than
+    stage learning are never checkpointed (they cannot be): a killed one runs again.
 
     Returns:
         ``(game, result, row_probs, row_seeds)``: the game, the
@@ -90,6 +91,8 @@ def sweep_result(
         options["update_prob"] = row_probs
     else:
         options.pop("kernel")  # other learners run on the reference kernel only
+    if variant.learner != "stage":
+        checkpoints = None  # only stage learning's runs can be checkpointed (docs/learners.md)
     if checkpoints is not None and checkpoints.held(sweep_id(exp, variant, n, tau)):
         try:
             return game, js.resume(checkpoints.folder, game=game, learner=learner), *rows

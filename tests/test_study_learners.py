@@ -220,8 +220,7 @@ def test_builtin_learner_experiments_run_every_learner_at_the_game_setting(mode)
             ("exp3", 0.05, 0.2),
         ]
         assert exp.round_budget == base.round_budget
-        top = 10_000 if mode == "quick" else 100_000
-        assert max(exp.populations) == top and min(exp.populations) == 100
+        assert max(exp.populations) == 10_000 and min(exp.populations) == 100
 
 
 def test_a_study_checkpointing_every_stage_runs_other_learners_without(learners_folder, tmp_path):

@@ -236,8 +236,10 @@ def test_same_bits_whatever_blocks_and_devices(info, m, noise):
     run = functools.partial(AGENTS, GAME, learner(info, m, noise), 3000, 3, seed=3)
     one = run(devices=1, return_actions=True)
     assert one.config["fast_path"] == "agents"
-    assert_same_run(one, run(devices=2, return_actions=True))
-    assert_same_run(one, run(devices=2, block_size=384, return_actions=True))
+    assert_same_run(one, run(devices=1, block_size=384, return_actions=True))
+    if jax.device_count() >= 2:  # a GPU machine may hold one device: blocks alone there
+        assert_same_run(one, run(devices=2, return_actions=True))
+        assert_same_run(one, run(devices=2, block_size=384, return_actions=True))
 
 
 def test_forced_small_event_bound_gives_the_same_bits(monkeypatch):
@@ -314,7 +316,8 @@ def test_auto_picks_agents_on_a_gpu_platform_only():
         platform="cuda",
         memory_bytes=141 * 10**9,
     )
-    assert spec.fast_path == "agents" and spec.num_blocks == 2  # one per device here
+    # One block per device: the test session's two CPU devices, or the GPUs present.
+    assert spec.fast_path == "agents" and spec.num_blocks == min(2, jax.device_count())
     assert spec.block_size % spec.tile_size == 0 and spec.agent_events >= 1
     cpu = plan.kernel_spec(
         "fast",

@@ -328,6 +328,11 @@ def test_exploration_path_is_chosen_by_cost_and_can_be_forced():
     shared = js.StageLearning(stage_length=2, explore_prob=0.05, info="distribution")
     longer = js.StageLearning(stage_length=50, explore_prob=0.05, info="distribution")
     four = {"stage_length": 4, "explore_prob": 0.05}
+    if jax.default_backend() != "cpu":  # a GPU's default is the agents path whatever the cost
+        assert path(game, own) == path(game, shared) == "agents"
+        assert path(game, shared, fast_path="events") == "events"
+        assert path(game, own, fast_path="rounds") == "rounds"
+        return
     assert path(game, own) == "events"  # own estimates: events from length 1
     assert path(few, js.StageLearning(stage_length=1, explore_prob=0.05)) == "events"
     assert path(game, shared) == "rounds"  # shared information: rounds up to length 3
@@ -483,6 +488,7 @@ def test_adopter_filter_is_chosen_by_the_largest_update_probability():
             max_stage_length=10,
             block_size=None,
             learners=learners,
+            platform="cpu",  # the events path's filter (a GPU's default path has none)
         )
         return spec.filter_adopters
 

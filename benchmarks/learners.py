@@ -21,8 +21,10 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from simulate_rates import simulate_rates  # noqa: E402 - beside this file, not a package
 
 STAGES, TAU = 5, 20
 
@@ -43,19 +45,6 @@ def learners() -> list[tuple[str, object, str]]:
     ]  # fmt: skip
 
 
-def rate(game, learner, n: int, kernel: str, repeats: int) -> list[float]:
-    import jaxstage as js
-
-    js.simulate(game, learner, n, STAGES, seed=0, kernel=kernel)  # compile
-    rates = []
-    for seed in range(1, repeats + 1):
-        begun = time.perf_counter()
-        result = js.simulate(game, learner, n, STAGES, seed=seed, kernel=kernel)
-        _ = result.distribution[-1]  # host values: the run is finished
-        rates.append(n * STAGES * TAU / (time.perf_counter() - begun))
-    return rates
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=lambda v: int(float(v)), nargs="+", default=[10**5])
@@ -71,7 +60,9 @@ def main() -> None:
     rows = []
     for n in args.agents:
         for label, learner, kernel in learners():
-            rates = rate(game, learner, n, kernel, args.repeats)
+            rates = simulate_rates(
+                game, learner, n, num_stages=STAGES, kernel=kernel, repeats=args.repeats
+            )
             row = {"agents": n, "run": label, "rates": rates, "best": max(rates)}
             row["worst"] = min(rates)
             rows.append(row)

@@ -20,8 +20,10 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from simulate_rates import simulate_rates  # noqa: E402 - beside this file, not a package
 
 MODES = {
     "distribution m=10000": dict(info="distribution", info_sample_size=10_000),
@@ -30,19 +32,6 @@ MODES = {
     "payoffs m=100": dict(info="payoffs", info_sample_size=100),
 }
 STAGES, TAU = 5, 10
-
-
-def rate(game, learner, n: int, kernel: str, repeats: int) -> list[float]:
-    import jaxstage as js
-
-    js.simulate(game, learner, n, STAGES, seed=0, kernel=kernel)  # compile
-    rates = []
-    for seed in range(1, repeats + 1):
-        begun = time.perf_counter()
-        result = js.simulate(game, learner, n, STAGES, seed=seed, kernel=kernel)
-        _ = result.distribution[-1]  # host values: the run is finished
-        rates.append(n * STAGES * TAU / (time.perf_counter() - begun))
-    return rates
 
 
 def main() -> None:
@@ -68,7 +57,9 @@ def main() -> None:
                 ("shared, reference", shared, "reference"),
                 ("private, reference", private, "auto"),
             ):
-                rates = rate(game, learner, n, kernel, args.repeats)
+                rates = simulate_rates(
+                    game, learner, n, num_stages=STAGES, kernel=kernel, repeats=args.repeats
+                )
                 row = {"agents": n, "mode": name, "run": label, "rates": rates}
                 row.update(best=max(rates), worst=min(rates))
                 rows.append(row)

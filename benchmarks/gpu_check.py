@@ -143,14 +143,13 @@ def predict(config: dict, done: dict) -> tuple[float | None, float | None, str]:
 
 def skip_reason(config: dict, done: dict, left_s: float, free_bytes: int | None) -> str | None:
     seconds, peak, basis = predict(config, done)
-    if config["kind"] == "naive" and peak is None:
-        peak, basis = naive_bytes(config["agents"], config["actions"]), "its arrays"
-    # The fast kernel sizes its blocks from the device's memory (agent_stage.choose_agent_block),
-    # so its peak does not scale with the population: on the first H200 run the linear
-    # extrapolation from 10^8 agents skipped 10^9 agents at k = 8 for a predicted 124 GiB
-    # that the planned blocks would not reach. Only the naive kernel's arrays scale.
     if config["kind"] != "naive":
+        # The fast kernel sizes its blocks from the device's memory
+        # (agent_stage.choose_agent_block): its peak does not scale with the population,
+        # so an extrapolation would skip runs that fit. Only the naive kernel's arrays do.
         peak = None
+    elif peak is None:
+        peak, basis = naive_bytes(config["agents"], config["actions"]), "its arrays"
     if peak is not None and free_bytes and peak > MEMORY_SHARE * free_bytes:
         return (
             f"predicted device memory {peak / 2**30:,.1f} GiB (from {basis}) > "

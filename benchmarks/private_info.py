@@ -6,9 +6,9 @@ Usage::
         --out benchmarks/private_info_cpu.json
 
 Congestion game (4 links), stage length 10, exploration 0.05, ``update_prob`` 0.01 (the
-study's C4 setting), 5 stages a call. Each mode runs shared (the kernel ``"auto"`` picks:
-the fast one) and private (the reference kernel, the only one that has it); shared on
-the reference kernel is measured too, as the like-for-like baseline. A call is warmed up
+study's C4 setting), 5 stages a call. Each mode runs shared and private, each on the fast
+kernel (what ``"auto"`` picks: the events path for shared, the agents path for private)
+and on the reference kernel (the like-for-like baseline). A call is warmed up
 once (compilation excluded), then timed ``--repeats`` times with the result blocked on;
 agent-rounds per second, best and worst of the repeats.
 """
@@ -26,6 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from simulate_rates import simulate_rates  # noqa: E402 - beside this file, not a package
 
 MODES = {
+    "distribution m=100": dict(info="distribution", info_sample_size=100),
+    "distribution m=256": dict(info="distribution", info_sample_size=256),
+    "distribution m=1000": dict(info="distribution", info_sample_size=1000),
     "distribution m=10000": dict(info="distribution", info_sample_size=10_000),
     "distribution std=0.01": dict(info="distribution", info_noise_std=0.01),
     "payoffs m=10": dict(info="payoffs", info_sample_size=10),
@@ -55,7 +58,8 @@ def main() -> None:
             for label, learner, kernel in (
                 ("shared, auto (fast)", shared, "auto"),
                 ("shared, reference", shared, "reference"),
-                ("private, reference", private, "auto"),
+                ("private, auto (fast)", private, "auto"),
+                ("private, reference", private, "reference"),
             ):
                 rates = simulate_rates(
                     game, learner, n, num_stages=STAGES, kernel=kernel, repeats=args.repeats

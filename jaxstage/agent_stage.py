@@ -42,13 +42,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxstage import agent_events as ae
+from jaxstage import agent_private, distributed, fast, private_info
 from jaxstage import counter_rng as crng
-from jaxstage import distributed, fast
 from jaxstage import events as ev
 from jaxstage import fast_blocks as fb
 from jaxstage.decisions import UNROLLED_UP_TO_ACTIONS, choose_candidates, clip_and_renormalise
 from jaxstage.fast_pass2 import own_estimates
-from jaxstage.finiteness import with_published_check
+from jaxstage.finiteness import PRIVATE_ESTIMATE, first_bad_estimate, with_published_check
 from jaxstage.metrics import deviation_payoffs
 from jaxstage.spec import RunSpec
 
@@ -95,6 +95,8 @@ ONE_HOT_UP_TO_BINS = 32
 #: Fewest agents per tile of a tile-private histogram (tiles also hold at least as many
 #: agents as bins, so that the partial histograms take at most one int32 per agent).
 MIN_TILE = 2**12
+#: No agent (an index past every population of the agents path).
+NO_AGENT = 2**32 - 1
 
 
 def choose_tile_size(block_size: int, bins: int, platform: str) -> int:
@@ -343,6 +345,21 @@ def _stream_of(spec: RunSpec, context: _Stage, index: jax.Array) -> ae.Stream:
     )
 
 
+def _own_sums_of(spec: RunSpec, params, context: _Stage, round_payoffs, index, actions, valid):
+    """:func:`own_sums` of the agents of uint32 global ``index`` on stage ``actions``."""
+    return own_sums(
+        spec,
+        params,
+        context.seed,
+        context.stage,
+        stream=_stream_of(spec, context, index),
+        stage_actions=actions,
+        valid=valid,
+        types=fb.types_of(spec, index),
+        round_payoffs=round_payoffs,
+    )
+
+
 def _over_blocks(spec: RunSpec, body, state):
     """``body(block, state)`` over this shard's blocks (no loop for one block)."""
     if spec.local_blocks == 1:
@@ -356,17 +373,7 @@ def _sample_own_sums(spec, params, context, actions, round_payoffs):
     sampled = fb.sample_indices(spec, context.seed, context.stage)
     index = sampled.astype(jnp.uint32)
     sampled_actions, here = fb.local_actions(spec, actions, sampled)
-    sums, counts = own_sums(
-        spec,
-        params,
-        context.seed,
-        context.stage,
-        stream=_stream_of(spec, context, index),
-        stage_actions=sampled_actions,
-        valid=here,
-        types=fb.types_of(spec, index),
-        round_payoffs=round_payoffs,
-    )
+    sums, counts = _own_sums_of(spec, params, context, round_payoffs, index, sampled_actions, here)
     sums = fb.shard_total(spec, jnp.where(here[None, :], sums, 0.0))
     return sums.sum(axis=1), fb.shard_total(spec, counts).sum(axis=1)
 
@@ -442,11 +449,11 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
     round_payoffs = population.round_payoffs
     nonfinite = population.nonfinite
     stage_counts = stage_counts_by_type.reshape(num_types, k).sum(axis=0)
-    samples = None
-    if spec.info == "payoffs" and spec.info_sample_size is not None:
+    samples = None  # a shared sample's (sums, counts); private samples are per agent
+    if spec.info == "payoffs" and spec.info_sample_size is not None and not spec.info_private:
         samples = _sample_own_sums(spec, params, context, actions, round_payoffs)
     published = by_alternative = None
-    if spec.info == "distribution":
+    if spec.info == "distribution" and not spec.info_private:
         published, by_alternative, nonfinite = published_payoffs(
             game,
             spec,
@@ -458,23 +465,51 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
             nonfinite=nonfinite,
         )
     shared = (population.action_sums, population.action_counts, by_alternative)
+    private_distribution = spec.info_private and spec.info == "distribution"
+    tables = None
+    if spec.info_private and spec.info == "payoffs":
+        tables = _own_sums_tables(spec, params, context, actions, round_payoffs)
+        population_tables = tuple(agent_private.population_table(spec, t) for t in tables)
 
     def pass_2(block, state):
-        new_actions, switched, new_counts = state
+        new_actions, switched, new_counts, bad = state
         _, index, current, valid, types = fb.agent_block(spec, actions, block)
         ties = crng.uniform(crng.stream_key(seed, stage, fb.TIE_STREAM), index)
-        if spec.needs_own_estimates:
-            sums, obs = own_sums(
+        if private_distribution:
+            scores, own = agent_private.private_distribution_scores(
+                game,
                 spec,
                 params,
                 seed,
                 stage,
-                stream=_stream_of(spec, context, index),
-                stage_actions=current,
-                valid=valid,
+                index=index,
+                current=current,
                 types=types,
-                round_payoffs=round_payoffs,
+                stage_counts=stage_counts,
             )
+            found, position, at = first_bad_estimate(scores, own, valid)
+            keep = bad[0] != jnp.uint32(NO_AGENT)  # an earlier block's agent comes first
+            bad = (
+                jnp.where(keep | ~found, bad[0], index[position]),
+                jnp.where(keep | ~found, bad[1], at),
+            )
+            candidates = choose_candidates(ties, scores, current)
+        elif tables is not None:  # private sampled payoffs: own rows plus the sample's
+            rows = (block * spec.block_size, 0)
+            size = (spec.block_size, k)
+            own = [jax.lax.dynamic_slice(t, rows, size).T for t in tables]
+            sample = agent_private.sampled_table_sums(
+                spec,
+                seed,
+                stage,
+                index=index,
+                table_sums=population_tables[0],
+                table_counts=population_tables[1],
+            )
+            estimates = private_info.pooled_estimates(*own, *sample)
+            candidates = choose_candidates(ties, estimates, current)
+        elif spec.needs_own_estimates:
+            sums, obs = _own_sums_of(spec, params, context, round_payoffs, index, current, valid)
             candidates = choose_candidates(ties, own_estimates(sums, obs, samples), current)
         else:
             candidates = fast.shared_candidates(spec, *shared, ties, types, current)
@@ -484,15 +519,48 @@ def agent_stage(game, spec: RunSpec, params, actions: jax.Array, seed, stage):
         new_counts = new_counts + histogram(types * k + chosen, valid, width, spec.tile_size)
         chosen = chosen.astype(actions.dtype)
         if spec.local_blocks == 1:
-            return chosen, switched, new_counts
+            return chosen, switched, new_counts, bad
         start = block * spec.block_size
-        return jax.lax.dynamic_update_slice(new_actions, chosen, (start,)), switched, new_counts
+        new_actions = jax.lax.dynamic_update_slice(new_actions, chosen, (start,))
+        return new_actions, switched, new_counts, bad
 
-    start = (jnp.zeros_like(actions), jnp.int32(0), jnp.zeros(width, jnp.int32))
-    new_actions, switched, new_counts = _over_blocks(spec, pass_2, start)
+    # The first agent (lowest index) whose own estimate gave non-finite payoffs, and
+    # that estimate (private distributions).
+    no_bad = (jnp.uint32(NO_AGENT), jnp.zeros(k, jnp.float32))
+    start = (jnp.zeros_like(actions), jnp.int32(0), jnp.zeros(width, jnp.int32), no_bad)
+    new_actions, switched, new_counts, bad = _over_blocks(spec, pass_2, start)
     switched, new_counts = fb.shard_total(spec, (switched, new_counts))
+    if private_distribution:
+        first_agent, at = bad
+        if spec.num_shards > 1:  # the lowest index over the shards, and its estimate
+            lowest = jax.lax.pmin(first_agent, fb.AGENT_AXIS)
+            at = fb.shard_total(spec, jnp.where(first_agent == lowest, at, 0.0))
+            first_agent = lowest
+        found = first_agent != jnp.uint32(NO_AGENT)
+        nonfinite = jnp.where((nonfinite == 0) & found, PRIVATE_ESTIMATE, nonfinite)
+        nonfinite = nonfinite.astype(jnp.int32)
+        published = at  # reported by nonfinite_counts for PUBLISHED and PRIVATE_ESTIMATE
     record = fast.stage_record(spec, population, stage_length, switched, nonfinite, published)
     return new_actions, new_counts.reshape(num_types, k), record, overflow
+
+
+def _own_sums_tables(spec: RunSpec, params, context: _Stage, actions, round_payoffs):
+    """This shard's ``(local agents, k)`` tables of every agent's own payoff sums and
+    observation counts (private sampled payoffs: agents read their samples' rows)."""
+    k = spec.num_actions
+    size = spec.local_blocks * spec.block_size
+
+    def one_block(block, tables):
+        _, index, current, valid, _ = fb.agent_block(spec, actions, block)
+        sums, counts = _own_sums_of(spec, params, context, round_payoffs, index, current, valid)
+        rows = (block * spec.block_size, 0)
+        return tuple(
+            jax.lax.dynamic_update_slice(t, v.T, rows)
+            for t, v in zip(tables, (sums, counts), strict=True)
+        )
+
+    start = (jnp.zeros((size, k), jnp.float32), jnp.zeros((size, k), jnp.int32))
+    return _over_blocks(spec, one_block, start)
 
 
 def agent_counts_by_type(spec: RunSpec, actions: jax.Array) -> jax.Array:

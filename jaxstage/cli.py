@@ -195,7 +195,7 @@ def _add_simulation_options(command: argparse.ArgumentParser, *, sweep: bool) ->
         "--info-sharing",
         choices=INFO_SHARING,
         help="noisy info: one estimate published to all (shared, the default) or each "
-        "agent its own sample and noise (private; the reference kernel)",
+        "agent its own sample and noise (private; the fast kernel's agents path)",
     )
     command.add_argument("--seed", type=_count, help="random seed (default 0)")
     if sweep:

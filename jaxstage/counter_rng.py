@@ -37,6 +37,7 @@ __all__ = [
     "stream_key",
     "index_below",
     "index_words_below",
+    "scaled_below",
     "random_bits",
     "uniform",
     "randint",
@@ -115,6 +116,16 @@ def normal_from_bits(bits: jax.Array) -> jax.Array:
     """The standard normal :func:`normal` makes of 32 random bits (their top 24)."""
     open_uniform = ((bits >> 8).astype(jnp.float32) + 0.5) * _INV_2_24
     return jax.scipy.special.ndtri(jnp.minimum(open_uniform, _BELOW_ONE))
+
+
+def scaled_below(bits: jax.Array, upper: int) -> jax.Array:
+    """uint32 ``floor(w * upper / 2**32)`` of uint32 words ``w``, exactly (for
+    ``1 <= upper <= 2**32 - 1``): the ranks below ``r`` take ``ceil(r * 2**32 / upper)``
+    words, so any range of ranks is hit with its share of ``upper`` to within
+    ``2**-32``."""
+    if not 1 <= upper < 2**32:
+        raise ValueError(f"upper must be in [1, 2**32), got {upper}")
+    return _product(jnp.asarray(bits, jnp.uint32), jnp.uint32(upper))[0]
 
 
 def _product(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -31,6 +31,7 @@ __all__ = [
     "NonFiniteLearnerStateError",
     "first_nonfinite_round",
     "with_published_check",
+    "first_bad_estimate",
     "nonfinite_counts",
     "check_stages",
     "check_metrics",
@@ -38,6 +39,9 @@ __all__ = [
 
 PUBLISHED = -1
 LEARNER_STATE = -2
+#: Some agent's own estimate of the distribution (``info_sharing="private"``) gave
+#: non-finite payoffs; the counts reported are the first such agent's estimate.
+PRIVATE_ESTIMATE = -3
 
 
 class NonFiniteLearnerStateError(ValueError):
@@ -65,6 +69,20 @@ def with_published_check(code: jax.Array, published_payoffs: jax.Array) -> jax.A
     return jnp.where((code == 0) & bad, PUBLISHED, code).astype(jnp.int32)
 
 
+def first_bad_estimate(
+    scores: jax.Array, counts: jax.Array, valid: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Whether some agent's ``(k, B)`` best-reply payoffs are not all finite, the first
+    such agent's position and its ``(k,)`` float32 estimated counts (of the ``(B, k)``
+    ``counts``; zeros if none)."""
+    bad = ~jnp.all(jnp.isfinite(scores), axis=0)
+    if valid is not None:
+        bad = bad & valid
+    first = jnp.argmax(bad)
+    found = bad[first]
+    return found, first, jnp.where(found, counts[first].astype(jnp.float32), 0.0)
+
+
 def nonfinite_counts(
     code: jax.Array, played_counts: jax.Array, published: jax.Array | None
 ) -> jax.Array:
@@ -74,7 +92,8 @@ def nonfinite_counts(
     row = jnp.take(played_counts, jnp.maximum(code - 1, 0), axis=0).astype(jnp.float32)
     out = jnp.where(code > 0, row, jnp.zeros(k, jnp.float32))
     if published is not None:
-        out = jnp.where(code == PUBLISHED, jnp.asarray(published, jnp.float32), out)
+        reported = (code == PUBLISHED) | (code == PRIVATE_ESTIMATE)
+        out = jnp.where(reported, jnp.asarray(published, jnp.float32), out)
     return out
 
 
@@ -122,11 +141,12 @@ def check_stages(
             f"eta * |payoff| * k / gamma: lower eta, or rescale the payoffs); the run was "
             f"stopped"
         )
-    where = (
-        f"in round {code - 1}, at its played actions"
-        if code > 0
-        else "at the distribution published at its end (info='distribution')"
-    )
+    if code > 0:
+        where = f"in round {code - 1}, at its played actions"
+    elif code == PRIVATE_ESTIMATE:
+        where = "at an agent's own estimate of the distribution (info_sharing='private')"
+    else:
+        where = "at the distribution published at its end (info='distribution')"
     _raise(game, params, f"in stage {first_stage + index}, {where}", distribution, row)
 
 

@@ -82,11 +82,13 @@ class StageLearning(Learner):
             ``"private"``: each agent draws its own sample of ``info_sample_size`` agents
             (with replacement) and its own noise, independently across agents and stages
             (a gossip protocol; MODEL.md section 3). Exact information is the same either
-            way. Private estimates run on the reference kernel (``kernel="auto"`` takes
-            it): a private sample costs ``O(n m)`` per stage with ``info="payoffs"`` (each
-            agent pools ``m`` agents' sums), and ``O(n k)`` with ``info="distribution"``,
-            where each agent's sampled counts are drawn as ``Multinomial(m, d)``, the law
-            of ``m`` agents drawn with replacement (docs/model.md).
+            way. Private estimates run on the fast kernel's agents path
+            (``kernel="auto"`` takes it, on every platform) and on the reference kernel: a
+            private sample costs ``O(n m)`` per stage with ``info="payoffs"`` (each agent
+            pools ``m`` agents' sums), and ``O(n m)`` (fast kernel, ``m <= 512``) or
+            ``O(n k)`` with ``info="distribution"``, where a sample's counts are then
+            drawn as ``Multinomial(m, d)``, the law of ``m`` agents drawn with
+            replacement (docs/model.md).
 
     Example:
         >>> import jaxstage as js
@@ -156,7 +158,7 @@ class StageLearning(Learner):
 
     @property
     def runs_on_fast_kernel(self) -> bool:
-        return not self.private_estimates
+        return True
 
     # The learner interface (jaxstage.learner_interface), for info="none": the engine
     # runs stage learning on kernels of its own, which also implement the information

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstage import agent_events, agent_stage, distributed, events, fast
+from jaxstage import agent_events, agent_stage, distributed, events, fast, private_info
 from jaxstage._validation import check_int, check_probability, check_real
 from jaxstage.games import AnonymousGame, Params, check_num_actions, type_counts
 from jaxstage.learner import StageLearning
@@ -43,6 +43,12 @@ FORCED_WIDE_COUNTS = False
 KERNELS = ("auto", "reference", "fast")
 #: How the fast kernel draws exploration (see ``simulate``).
 FAST_PATHS = ("auto", "events", "rounds", "agents")
+#: Private distribution samples larger than this run on the reference kernel on a CPU
+#: with ``kernel="auto"``: its ``Multinomial(m, d)`` per agent (``O(k)``) beats the agents
+#: path's ``m`` draws per agent from here on (``benchmarks/private_info.py``: 10^5 agents,
+#: k = 4, stage length 10, M agent-rounds/s fast / reference: 38 / 11 at m = 100, 18 / 12
+#: at 256, 7.6 / 12 at 1000 by the agents path's own multinomial; docs/performance.md).
+PRIVATE_SAMPLES_ON_REFERENCE_FROM = 384
 #: Platforms on which ``fast_path="auto"`` takes the agents path (designed for GPUs).
 AGENTS_PATH_PLATFORMS = ("cuda", "rocm", "gpu")
 #: Tests only: force the agents path's events per agent and stage (``E``); the driver
@@ -127,12 +133,27 @@ def agents_memory_bytes(spec: RunSpec, learner: StageLearning, batch: int = 1) -
     rounds = spec.max_stage_length
     per_block = block * per_agent
     per_block += 4 * 2 * rounds * width * tiles + 4 * (rounds + 1) * width
-    if learner.info_sample_size is not None:
+    if learner.info_sample_size is not None and not spec.info_private:
         per_block += learner.info_sample_size * per_agent
     action_bytes = fast.action_dtype(k).itemsize
     held = (batch + 1) * action_bytes * spec.padded_agents
     shards = spec.num_shards
-    return int(held + shards * (per_block + deviation_bytes(k) + 64 * 2**20))
+    per_device = per_block + deviation_bytes(k) + 64 * 2**20
+    if spec.info_private:  # jaxstage.agent_private
+        per_device += block * PRIVATE_BYTES_PER_ACTION * k
+        if spec.info == "payoffs":  # the own-sums tables: this shard's and everyone's
+            table = 8 * k * spec.padded_agents
+            held += table + (shards * table if shards > 1 else 0)
+        else:  # a batch of best-reply payoffs: XLA fuses each agent's (T, k, k)
+            per_device += 4 * min(block * k, private_info.PRIVATE_BATCH_FLOATS)
+    return int(held + shards * per_device)
+
+
+#: Per agent of a block and per action, the private estimates' temporaries (agents
+#: path): the sampled counts (or pooled sums and counts) the draws' loop carries, 4
+#: bytes each; XLA fuses the rest (tests/test_agents_path.py checks the bound on the
+#: CPU).
+PRIVATE_BYTES_PER_ACTION = 8
 
 
 def deviation_bytes(num_actions: int) -> int:
@@ -383,8 +404,13 @@ def resolve_kernel(
     game: AnonymousGame,
     fast_path: str = "auto",
     learner: StageLearning | None = None,
+    platform: str | None = None,
 ) -> str:
-    if learner is not None and not learner.runs_on_fast_kernel and not learner.private_estimates:
+    """The kernel a run takes: ``kernel``, or for ``"auto"`` the fast kernel where it
+    supports the game and the learner, except private distribution samples of more than
+    :data:`PRIVATE_SAMPLES_ON_REFERENCE_FROM` agents on a CPU (``platform``; default the
+    default backend), where the reference kernel's multinomial draw is faster."""
+    if learner is not None and not learner.runs_on_fast_kernel:
         if kernel == "fast" or fast_path != "auto":
             raise ValueError(
                 f"learner {learner.name!r} runs on the reference kernel only (the fast "
@@ -395,19 +421,22 @@ def resolve_kernel(
             raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
         return "reference"
     private = learner is not None and learner.private_estimates
-    if private and kernel in ("fast", "auto") and fast_path != "auto":
+    if private and kernel != "reference" and fast_path not in ("auto", "agents"):
         raise ValueError(
             f"fast_path={fast_path!r}: private information (info_sharing='private') runs on "
-            "the reference kernel only; leave fast_path='auto'"
+            "the fast kernel's agents path only; use fast_path='agents' or 'auto' (or "
+            "kernel='reference')"
         )
-    if private and kernel == "fast":
-        raise ValueError(
-            "info_sharing='private' with sampled or noisy information runs on the reference "
-            "kernel only (the fast kernel does not implement private estimates yet); use "
-            "kernel='reference' or 'auto'"
-        )
-    if private:
-        kernel = "reference"
+    platform = jax.default_backend() if platform is None else platform
+    if (
+        private
+        and kernel == "auto"
+        and fast_path == "auto"
+        and platform == "cpu"
+        and learner.info == "distribution"
+        and (learner.info_sample_size or 0) > PRIVATE_SAMPLES_ON_REFERENCE_FROM
+    ):
+        return "reference"
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
     if fast_path not in FAST_PATHS:
@@ -527,8 +556,14 @@ def kernel_spec(
     memory)."""
     platform = jax.default_backend() if platform is None else platform
     spec = base_spec(game, learner, num_agents, num_stages)
-    if spec.info_private and kernel != "reference":  # resolve_kernel routes them there
-        raise ValueError("private estimates (info_sharing='private') need kernel='reference'")
+    if spec.info_private and kernel != "reference":  # on the agents path only
+        if num_agents > MAX_INT32_AGENTS:
+            raise ValueError(
+                f"num_agents={num_agents:,}: private information (info_sharing='private') "
+                f"runs up to {MAX_INT32_AGENTS:,} agents (the agents path indexes agents in "
+                f"int32)"
+            )
+        fast_path = "agents"
     spec = spec._replace(local_mesh=distributed.is_process_local())
     wide = num_agents > MAX_INT32_AGENTS
     if wide:

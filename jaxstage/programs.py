@@ -126,7 +126,7 @@ def simulate_programs(
     )
     kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
     params_game = plan.check_game_params(game, None)
-    kernel = plan.resolve_kernel(kernel, game, fast_path)
+    kernel = plan.resolve_kernel(kernel, game, fast_path, learner, platform)
     spec = plan.kernel_spec(
         kernel,
         game,
@@ -195,7 +195,7 @@ def sweep_programs(
         plan.check_sample_counts(row, num_stages)
     kind, payload = plan.parse_initial(initial, num_agents, game.num_actions)
     params_game = plan.check_game_params(game, None)
-    kernel = plan.resolve_kernel(kernel, game, fast_path)
+    kernel = plan.resolve_kernel(kernel, game, fast_path, rows[0], platform)
     max_length = max(row.stage_lengths(num_stages).max() for row in rows)
     spec = plan.kernel_spec(
         kernel,

@@ -22,14 +22,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxstage import events
+from jaxstage import events, private_info
 from jaxstage.decisions import (
     StageRecord,
     choose_candidates,
     clip_and_renormalise,
     mean_or_unavailable,
 )
-from jaxstage.finiteness import PUBLISHED, with_published_check
+from jaxstage.finiteness import (
+    PRIVATE_ESTIMATE,
+    PUBLISHED,
+    first_bad_estimate,
+    with_published_check,
+)
 from jaxstage.games import AnonymousGame, Params
 from jaxstage.metrics import (
     count_metrics,
@@ -164,45 +169,27 @@ def _published_distribution(spec, params, key, actions):
     return d_hat * n
 
 
-#: Agents per batch of the private estimates' loop (``lax.map``): their temporaries are
-#: ``(batch, k, m)`` pooled sums or ``(batch, T, k, k)`` deviation payoffs.
-PRIVATE_BATCH_FLOATS = 2**22
-
-
 def _private_counts(spec, params, key, population):
     """``(n, k)`` float32 counts ``n * d_hat_i`` of every agent's own estimate of the
-    stage actions' distribution (``info_sharing="private"``): its own sample of ``m``
-    agents drawn with replacement, whose counts are ``Multinomial(m, d)`` (drawn as such,
-    ``O(k)`` per agent instead of ``m`` draws), then its own Gaussian noise, clipped and
-    renormalised."""
+    stage actions' distribution (``info_sharing="private"``, :mod:`jaxstage.private_info`):
+    its own sample of ``m`` agents drawn with replacement, whose counts are
+    ``Multinomial(m, d)`` (drawn as such, ``O(k)`` per agent instead of ``m`` draws),
+    and/or its own Gaussian noise."""
     n, k = spec.num_agents, spec.num_actions
     sample_key, noise_key = jax.random.split(key)
-    d = population / n  # the stage actions' float32 counts
-    if spec.info_sample_size is None:
-        d_hat = jnp.broadcast_to(d, (n, k))
-    else:
-        m = spec.info_sample_size
-        d_hat = jax.random.multinomial(sample_key, m, d, shape=(n, k)) / m
-    if spec.info_noisy:
-        noise = jax.random.normal(noise_key, (n, k))
-        d_hat = jax.vmap(clip_and_renormalise)(d_hat + params.info_noise_std * noise)
-    return d_hat * n
-
-
-def _private_best_reply_payoffs(game, spec, params, counts, agent_types, actions):
-    """``(k, n)`` payoffs ``u(t_i, b, (c_i - e_a + e_b) / n)`` of every agent ``i`` (type
-    ``t_i``, on ``a``) at its own estimated counts ``c_i``: section 1's deviation, agent by
-    agent."""
-    n, k = spec.num_agents, spec.num_actions
-    types = jnp.broadcast_to(jnp.asarray(agent_types, jnp.int32), (n,))
-
-    def one_agent(row):
-        own_counts, kind, current = row
-        return deviation_payoffs(game, params.game, own_counts, n)[kind, current]
-
-    batch = max(1, PRIVATE_BATCH_FLOATS // (spec.num_types * k * k))
-    rows = (counts, types, actions.astype(jnp.int32))
-    return jax.lax.map(one_agent, rows, batch_size=min(batch, n)).T
+    sample = None
+    if spec.info_sample_size is not None:
+        d = population / n
+        sample = jax.random.multinomial(sample_key, spec.info_sample_size, d, shape=(n, k))
+    noise = jax.random.normal(noise_key, (n, k)) if spec.info_noisy else None
+    return private_info.estimated_counts(
+        population,
+        n,
+        sample_counts=sample,
+        sample_size=spec.info_sample_size,
+        noise=noise,
+        noise_std=params.info_noise_std,
+    )
 
 
 def _private_sample_sums(spec, key, totals: RoundTotals):
@@ -215,7 +202,7 @@ def _private_sample_sums(spec, key, totals: RoundTotals):
         sampled = jax.random.randint(jax.random.fold_in(key, agent), (m,), 0, n)
         return totals.own_sums[:, sampled].sum(axis=1), totals.own_counts[:, sampled].sum(axis=1)
 
-    batch = max(1, PRIVATE_BATCH_FLOATS // (k * m))
+    batch = max(1, private_info.PRIVATE_BATCH_FLOATS // (k * m))
     sums, counts = jax.lax.map(one_agent, jnp.arange(n), batch_size=min(batch, n))
     return sums.T, counts.T
 
@@ -223,16 +210,18 @@ def _private_sample_sums(spec, key, totals: RoundTotals):
 def _stage_end_estimates(game, spec, params, key, actions, agent_types, totals: RoundTotals):
     """``(k, n)`` per-agent payoff estimates for the stage-end argmax (MODEL.md 2-3), and
     with ``info="distribution"`` the published counts and the ``(T, k, k)`` payoffs at
-    them (``None`` otherwise; with private estimates the population's counts and the
-    ``(k, n)`` payoffs every agent best-replies to)."""
+    them (``None`` otherwise; with private estimates every agent's ``(n, k)`` estimated
+    counts and ``None``)."""
     n = spec.num_agents
     if spec.info != "distribution":
         return _estimates_from_payoffs(spec, key, totals), None, None
     if spec.info_private:
         population = jnp.bincount(actions, length=spec.num_actions).astype(jnp.float32)
         own = _private_counts(spec, params, key, population)
-        scores = _private_best_reply_payoffs(game, spec, params, own, agent_types, actions)
-        return scores, population, scores
+        scores = private_info.best_reply_payoffs(
+            game, params.game, own, agent_types, actions, spec.num_agents
+        )
+        return scores, own, None
     # Best reply to the published counts with the payoff model.
     published = _published_distribution(spec, params, key, actions)
     dev = deviation_payoffs(game, params.game, published, n)  # (T, k, k)
@@ -279,7 +268,11 @@ def run_stage(
         game, spec, params, info_key, actions, agent_types, totals
     )
     nonfinite, nonfinite_at = totals.nonfinite, totals.nonfinite_counts
-    if dev is not None:
+    if spec.info_private and spec.info == "distribution":  # ``published``: own estimates
+        bad, _, at = first_bad_estimate(estimates, published)
+        nonfinite = jnp.where((nonfinite == 0) & bad, PRIVATE_ESTIMATE, nonfinite)
+        nonfinite_at = jnp.where(nonfinite == PRIVATE_ESTIMATE, at, nonfinite_at)
+    elif dev is not None:
         nonfinite = with_published_check(nonfinite, dev)
         nonfinite_at = jnp.where(nonfinite == PUBLISHED, published, nonfinite_at)
     candidates = choose_candidates(jax.random.uniform(tie_key, actions.shape), estimates, actions)

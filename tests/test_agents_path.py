@@ -15,7 +15,8 @@ import test_reference_agreement as agreement
 
 import jaxstage as js
 from jaxstage import agent_events as ae
-from jaxstage import agent_stage, engine, plan, simulation
+from jaxstage import agent_private, agent_stage, engine, plan, simulation
+from jaxstage import counter_rng as crng
 from jaxstage.spec import RunSpec
 
 AGENTS = functools.partial(simulation.simulate, kernel="fast", fast_path="agents")
@@ -223,17 +224,22 @@ def assert_same_run(a, b):
 
 
 MODES = [
-    ("none", None, 0.0),
-    ("payoffs", None, 0.0),
-    ("payoffs", 40, 0.0),
-    ("distribution", None, 0.0),
-    ("distribution", 40, 0.1),
+    ("none", None, 0.0, "shared"),
+    ("payoffs", None, 0.0, "shared"),
+    ("payoffs", 40, 0.0, "shared"),
+    ("distribution", None, 0.0, "shared"),
+    ("distribution", 40, 0.1, "shared"),
+    ("payoffs", 6, 0.0, "private"),
+    ("distribution", 7, 0.0, "private"),
+    ("distribution", None, 0.1, "private"),
+    ("distribution", 7, 0.05, "private"),
 ]
 
 
-@pytest.mark.parametrize("info,m,noise", MODES)
-def test_same_bits_whatever_blocks_and_devices(info, m, noise):
-    run = functools.partial(AGENTS, GAME, learner(info, m, noise), 3000, 3, seed=3)
+@pytest.mark.parametrize("info,m,noise,sharing", MODES)
+def test_same_bits_whatever_blocks_and_devices(info, m, noise, sharing):
+    rule = learner(info, m, noise, info_sharing=sharing)
+    run = functools.partial(AGENTS, GAME, rule, 3000, 3, seed=3)
     one = run(devices=1, return_actions=True)
     assert one.config["fast_path"] == "agents"
     assert_same_run(one, run(devices=1, block_size=384, return_actions=True))
@@ -446,9 +452,14 @@ def test_memory_estimate_bounds_the_compiled_program_on_the_cpu():
     much past its fixed 64 MiB slack (the H200 figures: docs/gpu.md)."""
     from jaxstage import programs
 
-    for k, n, info in [(8, 2**16, "none"), (129, 2**14, "none"), (129, 2**14, "distribution")]:
+    private = [
+        (8, 2**16, dict(info="payoffs", info_sample_size=10, info_sharing="private")),
+        (8, 2**16, dict(info="distribution", info_sample_size=50, info_sharing="private")),
+    ]
+    cases = [(8, 2**16, "none"), (129, 2**14, "none"), (129, 2**14, "distribution")]
+    for k, n, info in [(k, n, dict(info=info)) for k, n, info in cases] + private:
         game = js.make_game("congestion", num_actions=k)
-        row = js.StageLearning(stage_length=50, explore_prob=0.05, info=info)
+        row = js.StageLearning(stage_length=50, explore_prob=0.05, **info)
         run = programs.simulate_programs(game, row, n, 10, fast_path="agents")
         spec = run[0].spec
         peak = 0
@@ -504,3 +515,91 @@ def test_a_run_that_cannot_fit_the_device_is_refused_by_name():
     # A batch of rows holds every row's actions: 100 rows of 10^9 int8 do not fit.
     with pytest.raises(ValueError, match=r"batch 100"):
         plan.check_memory(_big_spec(None), BIG_LEARNER, batch=100, limit=None, platform="cuda")
+
+
+# --------------------------------------------------------------------------- private
+
+
+def _private_spec(n: int, k: int, info: str, m: int, stages: int = 1) -> RunSpec:
+    return RunSpec(
+        num_agents=n,
+        num_actions=k,
+        type_counts=(n,),
+        info=info,
+        info_sample_size=m,
+        info_noisy=False,
+        num_stages=stages,
+        chunk_stages=1,
+        info_private=True,
+    )
+
+
+def test_scaled_below_is_the_exact_high_word():
+    words = np.array([0, 1, 2**31, 2**32 - 1, 123456789, 3_000_000_000], np.uint64)
+    for upper in (1, 7, 1000, 2**31 - 1, 2**32 - 1):
+        got = np.asarray(crng.scaled_below(jnp.asarray(words, jnp.uint32), upper))
+        np.testing.assert_array_equal(got, (words * upper) >> 32)
+    with pytest.raises(ValueError, match="upper must be in"):
+        crng.scaled_below(jnp.uint32(1), 2**32)
+
+
+@pytest.mark.parametrize("m", [12, agent_private.DRAWS_UP_TO + 488], ids=["drawn", "multinomial"])
+def test_private_sample_counts_follow_the_multinomial_law(m):
+    """Each agent's m draws (12: one by one; 1000: as a multinomial) hit action b with
+    probability c_b / n (an action nobody plays is never drawn): mean and variance per
+    action over 2^16 agents against Multinomial(m, c / n), within 5 standard errors, and
+    every row sums to m."""
+    counts = np.array([700, 0, 2100, 200], np.int32)  # n = 3000
+    n = int(counts.sum())
+    spec = _private_spec(n, 4, "distribution", m, stages=1)
+    index = jnp.arange(2**16, dtype=jnp.uint32)
+    drawn = np.asarray(
+        agent_private.sample_action_counts(
+            spec, jnp.uint32(5), jnp.int32(2), index, jnp.asarray(counts)
+        )
+    )
+    np.testing.assert_array_equal(drawn.sum(axis=0), m)
+    np.testing.assert_array_equal(drawn[1], 0)
+    p = counts / n
+    size = drawn.shape[1]
+    for b in (0, 2, 3):
+        mean, var = m * p[b], m * p[b] * (1 - p[b])
+        assert abs(drawn[b].mean() - mean) < 5 * np.sqrt(var / size), b
+        assert abs(drawn[b].var() - var) < 5 * var * np.sqrt(2 / size) + 1e-9, b
+    # Two actions' counts covary as -m p_a p_b.
+    cov, want = np.cov(drawn[0], drawn[2])[0, 1], -m * p[0] * p[2]
+    assert abs(cov - want) < 5 * np.sqrt(2 / size) * np.sqrt(
+        m * p[0] * (1 - p[0]) * m * p[2] * (1 - p[2])
+    )
+
+
+def test_private_samples_are_independent_across_agents_and_stages():
+    spec = _private_spec(1000, 2, "distribution", 20, stages=2)
+    index = jnp.arange(4096, dtype=jnp.uint32)
+    counts = jnp.asarray([500, 500], jnp.int32)
+    one = np.asarray(agent_private.sample_action_counts(spec, jnp.uint32(1), 0, index, counts))
+    two = np.asarray(agent_private.sample_action_counts(spec, jnp.uint32(1), 1, index, counts))
+    assert abs(np.corrcoef(one[0], two[0])[0, 1]) < 0.06  # stages
+    assert abs(np.corrcoef(one[0, :-1], one[0, 1:])[0, 1]) < 0.06  # neighbouring agents
+
+
+def test_private_payoff_samples_pool_the_sampled_agents_own_sums():
+    """The agents path's pooled sums are, agent by agent, its own sums plus the rows of
+    the agents its draws name, recomputed here from the same table."""
+    spec = _private_spec(50, 3, "payoffs", 4, stages=1)
+    rng = np.random.default_rng(0)
+    sums = rng.normal(size=(50, 3)).astype(np.float32)
+    obs = rng.integers(0, 5, size=(50, 3)).astype(np.int32)
+    index = jnp.arange(50, dtype=jnp.uint32)
+    seed, stage = jnp.uint32(9), jnp.int32(3)
+    got_sums, got_counts = agent_private.sampled_table_sums(
+        spec, seed, stage, index=index, table_sums=jnp.asarray(sums), table_counts=jnp.asarray(obs)
+    )
+    want_sums, want_counts = np.zeros((3, 50), np.float32), np.zeros((3, 50), np.int32)
+    for j in range(4):
+        picked = np.asarray(agent_private.sampled_agent_indices(spec, seed, stage, index, j))
+        assert picked.min() >= 0 and picked.max() < 50
+        want_sums += sums[picked].T
+        want_counts += obs[picked].T
+    np.testing.assert_array_equal(np.asarray(got_sums), want_sums)
+    np.testing.assert_array_equal(np.asarray(got_counts), want_counts)

@@ -220,3 +220,37 @@ def test_default_cuda_chunk_has_no_host_callback(info, update_prob):
 def test_default_cuda_chunk_has_no_data_dependent_branch(info, update_prob):
     branches = data_dependent_branches(default_cuda_chunk(info, update_prob))
     assert not branches, f"{DEFAULT_PATH} path chunk program has {branches}"
+
+
+PRIVATE_MODES = {
+    "payoffs-private": {"info": "payoffs", "info_sample_size": 8},
+    "distribution-private-sampled": {"info": "distribution", "info_sample_size": 16},
+    "distribution-private-noisy": {"info": "distribution", "info_noise_std": 0.05},
+}
+
+
+def private_learner(info: str) -> js.StageLearning:
+    return js.StageLearning(
+        stage_length=8, explore_prob=0.05, info_sharing="private", **PRIVATE_MODES[info]
+    )
+
+
+@pytest.mark.parametrize("shards", list(SHARDS))
+@pytest.mark.parametrize("info", list(PRIVATE_MODES))
+def test_private_programs_lower_for_cuda_on_the_agents_path(info, shards):
+    num_agents, block_size = SHARDS[shards]
+    program_list = programs.simulate_programs(
+        GAME,
+        private_learner(info),
+        num_agents,
+        NUM_STAGES,
+        devices=shards,
+        block_size=block_size,
+        platform="cuda",
+    )
+    spec = programs.chunk_program(program_list).spec
+    assert spec.exploration_path == "agents" and spec.info_private
+    assert spec.num_shards == shards
+    chunk = programs.lower(programs.chunk_program(program_list), "cuda").as_text()
+    assert not CALLBACK.search(chunk)
+    assert not data_dependent_branches(chunk)

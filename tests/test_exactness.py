@@ -292,3 +292,24 @@ def test_the_reference_kernel_has_no_float_scatter_off_the_cpu():
     assert "scatter" in fn.trace(played, payoffs).lower(lowering_platforms=("cpu",)).as_text()
     expected = np.bincount(np.asarray(played), np.asarray(payoffs, np.float64), minlength=5)
     np.testing.assert_allclose(np.asarray(fn(played, payoffs)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_hole_in_an_agents_own_estimate_stops_the_run_naming_it(kernel):
+    """Private samples of m = 10 agents from d_0 = 0.1 land on d_hat_0 = 0.4, inside the
+    hole, for about 1% of the agents (and d_hat_0 = 0.3 for 6%, one deviation away): the
+    error names an agent's own estimate, and reports one (a multiple of 1/10), not the
+    population's d."""
+    learner = js.StageLearning(
+        stage_length=5,
+        explore_prob=0.05,
+        update_prob=0.3,
+        info="distribution",
+        info_sample_size=10,
+        info_sharing="private",
+    )
+    with pytest.raises(NonFinitePayoffError, match="an agent's own estimate") as error:
+        js.simulate(_holed_game(), learner, 2000, 3, kernel=kernel, initial=np.array([0.1, 0.9]))
+    assert "in stage 0" in str(error.value)
+    # 0.3 is finite itself: a deviation from it (c - e_1 + e_0) is inside the hole.
+    assert "d = [0.4, 0.6]" in str(error.value) or "d = [0.3, 0.7]" in str(error.value)

@@ -5,6 +5,7 @@ import optax
 import pytest
 
 import jaxstage as js
+from jaxstage import plan
 
 
 @pytest.mark.parametrize(
@@ -69,17 +70,20 @@ def test_info_sharing_is_recorded_only_when_private():
     assert not exact.private_estimates  # exact information is the same for everyone
 
 
-def test_private_estimates_choose_the_reference_kernel():
+def test_private_estimates_run_on_the_agents_path():
+    """``kernel="auto"`` takes the fast kernel's agents path, on every platform; the
+    other exploration paths refuse private estimates, and the reference kernel runs them
+    too."""
     game = js.make_game("congestion", num_actions=3)
     private = js.StageLearning(
         stage_length=3, info="distribution", info_noise_std=0.1, info_sharing="private"
     )
     result = js.simulate(game, private, 500, 1)
-    assert result.config["kernel"] == "reference"
-    with pytest.raises(ValueError, match="reference kernel only"):
-        js.simulate(game, private, 500, 1, kernel="fast")
-    with pytest.raises(ValueError, match="leave fast_path='auto'"):
-        js.simulate(game, private, 500, 1, fast_path="rounds")
+    assert result.config["kernel"] == "fast" and result.config["fast_path"] == "agents"
+    assert js.simulate(game, private, 500, 1, kernel="reference").config["kernel"] == "reference"
+    for path in ("events", "rounds"):
+        with pytest.raises(ValueError, match=f"fast_path='{path}': private information"):
+            js.simulate(game, private, 500, 1, fast_path=path)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +106,15 @@ def test_private_runs_are_bitwise_the_same_as_a_sweep_row_and_in_steps(kwargs):
     for other in (row, stepped):
         np.testing.assert_array_equal(one.distribution, other.distribution)
         np.testing.assert_array_equal(one.switched_fraction, other.switched_fraction)
+
+
+def test_auto_takes_the_reference_kernel_for_large_private_samples_on_a_cpu():
+    game = js.make_game("congestion", num_actions=3)
+    big = plan.PRIVATE_SAMPLES_ON_REFERENCE_FROM + 1
+    for m, kernel in [(plan.PRIVATE_SAMPLES_ON_REFERENCE_FROM, "fast"), (big, "reference")]:
+        row = js.StageLearning(info="distribution", info_sample_size=m, info_sharing="private")
+        assert plan.resolve_kernel("auto", game, learner=row, platform="cpu") == kernel
+        assert plan.resolve_kernel("auto", game, learner=row, platform="cuda") == "fast"
+        assert plan.resolve_kernel("fast", game, learner=row, platform="cpu") == "fast"
+    payoffs = js.StageLearning(info="payoffs", info_sample_size=big, info_sharing="private")
+    assert plan.resolve_kernel("auto", game, learner=payoffs, platform="cpu") == "fast"

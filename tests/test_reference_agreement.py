@@ -425,18 +425,10 @@ def test_distribution_noisy_agrees_with_reference(sample_size):
 # --------------------------------------------------------------------------- private
 
 
-def _private_only(kernel):
-    if kernel == "fast":
-        with pytest.raises(ValueError, match="reference kernel only"):
-            run_simulate(Case("private"), X0, "distribution", sample_size=4, sharing="private")
-        pytest.skip("private estimates run on the reference kernel (the fast one refuses)")
-
-
 def test_private_payoff_samples_agree_with_reference_and_hand(kernel):
     """Each agent pools its own data with its own sample of m = 3 agents. In the
     "unplayed action" case an agent on 1 moves to 0 iff its sample holds an agent on 0,
     prob 1 - (3/8)^3, now independently of the other two (shared: all three together)."""
-    _private_only(kernel)
     m, case = 3, dataclasses.replace(PAYOFFS_EXACT, runs=250)
     final = run_simulate(case, XP, "payoffs", sample_size=m, sharing="private")
     reference = run_reference(case, XP, "payoffs", sample_size=m, seed=60, sharing="private")
@@ -460,7 +452,6 @@ def test_private_payoff_samples_agree_with_reference_and_hand(kernel):
 def test_private_distributions_agree_with_reference(kernel, sample_size, noise):
     """Every agent best-replies to its own sampled (and/or noisy) distribution: the
     multinomial draw of the kernel against m agents drawn one by one in NumPy."""
-    _private_only(kernel)
     case = Case("private", info_noise_std=noise, runs=250)
     final = run_simulate(case, X0, "distribution", sample_size=sample_size, sharing="private")
     reference = run_reference(
